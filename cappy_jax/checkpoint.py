@@ -1,0 +1,121 @@
+"""A scorer on disk: Orbax parameters, the model config and the tokenizer, side by side.
+
+Layout of a scorer directory (local path or `gs://` URL):
+
+    DIR/model.json     ModelConfig as JSON (architecture + head activation)
+    DIR/tokenizer/     tokenizer.json and the HF tokenizer files beside it
+    DIR/params/        Orbax StandardCheckpointer tree of float32 parameters
+
+A scorer directory carries everything needed to score, so `convert`, training
+and the scoring API all hand each other this one thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import Any
+
+import jax
+import numpy as np
+from etils import epath
+
+from cappy_jax import model as model_lib
+
+MODEL_JSON = "model.json"
+TOKENIZER_DIR = "tokenizer"
+PARAMS_DIR = "params"
+# Tokenizer files copied along when present; tokenizer.json is required.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "vocab.json", "merges.txt")
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedScorer:
+    config: model_lib.ModelConfig
+    params: Any
+    tokenizer_dir: epath.Path
+
+
+def _absolute(path: str | epath.PathLike) -> epath.Path:
+    p = epath.Path(path)
+    # Orbax wants absolute local paths; URLs such as gs:// are absolute already.
+    return p if "://" in str(p) else epath.Path(p.expanduser().resolve())
+
+
+def copy_tokenizer(src_dir: str | epath.PathLike, dst_dir: str | epath.PathLike) -> None:
+    src, dst = epath.Path(src_dir), epath.Path(dst_dir)
+    if not (src / "tokenizer.json").exists():
+        raise FileNotFoundError(
+            f"{src} has no tokenizer.json; cappy_jax reads fast tokenizers only: save one with "
+            f"`AutoTokenizer.from_pretrained(...).save_pretrained('{src}')`")
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (src / name).exists():
+            (src / name).copy(dst / name, overwrite=True)
+
+
+def save_scorer(directory: str | epath.PathLike, params: Any, config: model_lib.ModelConfig,
+                tokenizer_src: str | epath.PathLike, *, overwrite: bool = False) -> epath.Path:
+    """Writes a scorer directory; refuses to replace an existing one unless `overwrite`."""
+    directory = _absolute(directory)
+    if directory.exists() and any(directory.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{directory} exists and is not empty; pick a new directory or pass overwrite")
+        directory.rmtree()
+    directory.mkdir(parents=True, exist_ok=True)
+    check_params(params, config)
+    copy_tokenizer(tokenizer_src, directory / TOKENIZER_DIR)
+    import orbax.checkpoint as ocp  # heavy import, only where checkpoints are written
+
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(directory / PARAMS_DIR, jax.tree.map(np.asarray, params))
+    checkpointer.wait_until_finished()
+    (directory / MODEL_JSON).write_text(config.to_json())
+    return directory
+
+
+def load_config(directory: str | epath.PathLike) -> model_lib.ModelConfig:
+    path = epath.Path(directory) / MODEL_JSON
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{directory} is not a cappy_jax scorer directory (no {MODEL_JSON}); "
+            f"make one with `python -m cappy_jax.convert from-hf HF_DIR {directory}`")
+    return model_lib.ModelConfig.from_dict(json.loads(path.read_text()))
+
+
+def load_scorer(directory: str | epath.PathLike, **config_overrides: Any) -> LoadedScorer:
+    """Reads a scorer directory; `config_overrides` change run-time knobs such as `dtype` or `remat`."""
+    directory = _absolute(directory)
+    config = load_config(directory).replace(**config_overrides)
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.StandardCheckpointer()
+    abstract = model_lib.abstract_params(config)
+    # Orbax restores into a mismatched target without complaint, so compare shapes first.
+    stored = checkpointer.metadata(directory / PARAMS_DIR).item_metadata.tree
+    check_params(stored, config, what=f"checkpoint {directory}")
+    params = checkpointer.restore(directory / PARAMS_DIR, abstract)
+    return LoadedScorer(config=config, params=params, tokenizer_dir=directory / TOKENIZER_DIR)
+
+
+def check_params(params: Any, config: model_lib.ModelConfig, *, what: str = "parameters") -> None:
+    """Raises a ValueError listing every parameter whose presence or shape disagrees with `config`."""
+    expected = _flat_shapes(model_lib.abstract_params(config))
+    found = _flat_shapes(params)
+    problems = [f"missing {k}" for k in sorted(set(expected) - set(found))]
+    problems += [f"unexpected {k}" for k in sorted(set(found) - set(expected))]
+    problems += [f"{k}: config wants {expected[k]}, found {found[k]}"
+                 for k in sorted(set(expected) & set(found)) if expected[k] != found[k]]
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise ValueError(f"{what} do not match the model config ({config.family}, hidden {config.hidden_size}, "
+                         f"{config.num_layers} layers): {shown}")
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape) for path, leaf in flat}

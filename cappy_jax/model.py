@@ -1,0 +1,384 @@
+"""The Cappy scorer: a RoBERTa/BERT encoder with a one-output regression head.
+
+One Flax module family covers both checkpoint families, because they differ
+only in data (position offset, token-type vocabulary, epsilon), not in shape:
+learned absolute positions, post-LayerNorm blocks, exact GELU, and the HF
+sequence-classification head (dense, tanh, out_proj with one output).
+
+The model reads the packed batch format (see `cappy_jax/packing.py`): a row of
+`L` tokens holds up to `S` pairs, told apart by `segment_ids`; attention stays
+inside a segment and each segment's score is read at its first token
+(`cls_index`). One pair per row is the special case `S = 1`.
+
+Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`,
+`mlp`, `position`, `token_type`, `score`) so training can shard it with a rules
+table (`nn.logical_to_mesh_sharding`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+FAMILIES = ("roberta", "bert")
+HEAD_ACTIVATIONS = ("sigmoid", "identity")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# HF `hidden_act` names and whether they use the tanh approximation of GELU.
+ACTIVATIONS = {
+    "gelu": False,
+    "gelu_python": False,
+    "gelu_new": True,
+    "gelu_fast": True,
+    "gelu_pytorch_tanh": True,
+    "relu": None,
+}
+# HF `model_type` -> our family; these share the BERT/RoBERTa weight layout.
+HF_MODEL_TYPES = {"roberta": "roberta", "xlm-roberta": "roberta", "camembert": "roberta", "bert": "bert"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture plus the run-time knobs that change how it is computed.
+
+    Stored as JSON with every checkpoint, so a checkpoint alone says how to
+    rebuild its model and how to read its output (`head_activation`).
+    """
+
+    family: Literal["roberta", "bert"] = "roberta"
+    vocab_size: int = 50265
+    hidden_size: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    intermediate_size: int = 4096
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    hidden_act: str = "gelu"
+    pad_token_id: int = 1
+    # Position id of a segment's first token: RoBERTa counts from padding_idx + 1, BERT from 0.
+    position_offset: int = 2
+    # `sigmoid` gives a score in [0, 1]; `identity` reproduces raw-logit checkpoints (btan2/cappy-large).
+    head_activation: Literal["sigmoid", "identity"] = "sigmoid"
+    dropout_rate: float = 0.1
+    # `auto`: bfloat16 on accelerators, float32 on CPU. Parameters are always float32.
+    dtype: str = "auto"
+    remat: bool = False
+    # `auto`: the cuDNN fused kernel on GPU, XLA elsewhere.
+    attention: str = "auto"
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.family not in FAMILIES:
+            problems.append(f"family={self.family!r} is not one of {FAMILIES}")
+        if self.head_activation not in HEAD_ACTIVATIONS:
+            problems.append(f"head_activation={self.head_activation!r} is not one of {HEAD_ACTIVATIONS}")
+        if self.hidden_act not in ACTIVATIONS:
+            problems.append(f"hidden_act={self.hidden_act!r} is not one of {sorted(ACTIVATIONS)}")
+        if self.attention not in ATTENTION_IMPLS:
+            problems.append(f"attention={self.attention!r} is not one of {ATTENTION_IMPLS}")
+        if self.dtype not in DTYPES:
+            problems.append(f"dtype={self.dtype!r} is not one of {DTYPES}")
+        if self.num_heads <= 0 or self.hidden_size % self.num_heads:
+            problems.append(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            problems.append(f"dropout_rate={self.dropout_rate} is not in [0, 1)")
+        for name in ("vocab_size", "hidden_size", "num_layers", "intermediate_size", "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name}={getattr(self, name)} must be positive")
+        if self.type_vocab_size < 0 or self.position_offset < 0:
+            problems.append("type_vocab_size and position_offset must be >= 0")
+        if problems:
+            raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def max_len(self) -> int:
+        """Longest row the position table allows."""
+        return self.max_position_embeddings - self.position_offset
+
+    def compute_dtype(self) -> jnp.dtype:
+        if self.dtype == "auto":
+            return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+        return jnp.dtype(self.dtype)
+
+    def attention_impl(self) -> str:
+        if self.attention == "auto":
+            return "cudnn" if jax.default_backend() == "gpu" else "xla"
+        return self.attention
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {unknown}; known keys are {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_hf(cls, hf: Mapping[str, Any], **overrides: Any) -> ModelConfig:
+        """Reads an HF `config.json` dict of a BERT or RoBERTa model."""
+        model_type = hf.get("model_type")
+        if model_type not in HF_MODEL_TYPES:
+            raise ValueError(
+                f"unsupported architecture model_type={model_type!r} (architectures={hf.get('architectures')}); "
+                f"cappy_jax reads {sorted(HF_MODEL_TYPES)} checkpoints"
+            )
+        if hf.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(
+                f"position_embedding_type={hf['position_embedding_type']!r} is not supported; only 'absolute'"
+            )
+        family = HF_MODEL_TYPES[model_type]
+        pad = int(hf.get("pad_token_id", 1 if family == "roberta" else 0))
+        values = dict(
+            family=family,
+            vocab_size=int(hf["vocab_size"]),
+            hidden_size=int(hf["hidden_size"]),
+            num_layers=int(hf["num_hidden_layers"]),
+            num_heads=int(hf["num_attention_heads"]),
+            intermediate_size=int(hf["intermediate_size"]),
+            max_position_embeddings=int(hf["max_position_embeddings"]),
+            type_vocab_size=int(hf.get("type_vocab_size", 2)),
+            layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
+            hidden_act=str(hf.get("hidden_act", "gelu")),
+            pad_token_id=pad,
+            position_offset=pad + 1 if family == "roberta" else 0,
+            dropout_rate=float(hf.get("hidden_dropout_prob", 0.1)),
+            initializer_range=float(hf.get("initializer_range", 0.02)),
+        )
+        if hf.get("cappy_head_activation") is not None:
+            values["head_activation"] = hf["cappy_head_activation"]
+        values.update(overrides)
+        return cls(**values)
+
+    def to_hf(self) -> dict[str, Any]:
+        """The HF `config.json` of a one-output sequence classifier with these weights."""
+        arch = "RobertaForSequenceClassification" if self.family == "roberta" else "BertForSequenceClassification"
+        return {
+            "architectures": [arch],
+            "model_type": self.family,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": self.layer_norm_eps,
+            "hidden_act": self.hidden_act,
+            "pad_token_id": self.pad_token_id,
+            "hidden_dropout_prob": self.dropout_rate,
+            "attention_probs_dropout_prob": self.dropout_rate,
+            "initializer_range": self.initializer_range,
+            "position_embedding_type": "absolute",
+            "num_labels": 1,
+            "id2label": {"0": "score"},
+            "label2id": {"score": 0},
+            "problem_type": "regression",
+            # Not read by transformers: tells `from-hf` (and users) how to turn the logit into a score.
+            "cappy_head_activation": self.head_activation,
+        }
+
+
+def apply_head_activation(logits: Array, activation: str) -> Array:
+    """Turns head logits into scores the way the checkpoint was trained to be read."""
+    if activation == "sigmoid":
+        return jax.nn.sigmoid(logits)
+    if activation == "identity":
+        return logits
+    raise ValueError(f"head activation {activation!r} is not one of {HEAD_ACTIVATIONS}")
+
+
+def _init(config: ModelConfig, names: tuple[str | None, ...]) -> nn.initializers.Initializer:
+    return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), names)
+
+
+def _zeros(names: tuple[str | None, ...]) -> nn.initializers.Initializer:
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def _layer_norm(config: ModelConfig, dtype: jnp.dtype, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(
+        epsilon=config.layer_norm_eps,
+        dtype=dtype,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+        bias_init=_zeros(("embed",)),
+        name=name,
+    )
+
+
+def _activation(name: str, x: Array) -> Array:
+    approximate = ACTIVATIONS[name]
+    if approximate is None:
+        return jax.nn.relu(x)
+    return jax.nn.gelu(x, approximate=approximate)
+
+
+class Embeddings(nn.Module):
+    config: ModelConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, input_ids: Array, position_ids: Array, token_type_ids: Array) -> Array:
+        cfg = self.config
+        x = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=_init(cfg, ("vocab", "embed")),
+                     name="word_embeddings")(input_ids)
+        x = x + nn.Embed(cfg.max_position_embeddings, cfg.hidden_size,
+                         embedding_init=_init(cfg, ("position", "embed")),
+                         name="position_embeddings")(position_ids + cfg.position_offset)
+        if cfg.type_vocab_size:
+            x = x + nn.Embed(cfg.type_vocab_size, cfg.hidden_size,
+                             embedding_init=_init(cfg, ("token_type", "embed")),
+                             name="token_type_embeddings")(token_type_ids)
+        x = _layer_norm(cfg, cfg.compute_dtype(), "layer_norm")(x)
+        return nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)(x)
+
+
+class SelfAttention(nn.Module):
+    config: ModelConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array) -> Array:
+        cfg = self.config
+        dtype = cfg.compute_dtype()
+
+        def project(name: str) -> Array:
+            return nn.DenseGeneral((cfg.num_heads, cfg.head_dim), dtype=dtype,
+                                   kernel_init=_init(cfg, ("embed", "heads", "kv")),
+                                   bias_init=_zeros(("heads", "kv")), name=name)(x)
+
+        q, k, v = project("query"), project("key"), project("value")
+        # Attention probabilities get no dropout: fused kernels (cuDNN flash) do not offer it.
+        y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl())
+        return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=dtype,
+                               kernel_init=_init(cfg, ("heads", "kv", "embed")),
+                               bias_init=_zeros(("embed",)), name="out")(y)
+
+
+class Layer(nn.Module):
+    """One post-LayerNorm transformer block, as in BERT and RoBERTa."""
+
+    config: ModelConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array) -> Array:
+        cfg = self.config
+        dtype = cfg.compute_dtype()
+        dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
+        h = SelfAttention(cfg, self.deterministic, name="attention")(x, mask)
+        x = _layer_norm(cfg, dtype, "attention_norm")(x + dropout(h))
+        h = nn.Dense(cfg.intermediate_size, dtype=dtype, kernel_init=_init(cfg, ("embed", "mlp")),
+                     bias_init=_zeros(("mlp",)), name="mlp_in")(x)
+        h = _activation(cfg.hidden_act, h)
+        h = nn.Dense(cfg.hidden_size, dtype=dtype, kernel_init=_init(cfg, ("mlp", "embed")),
+                     bias_init=_zeros(("embed",)), name="mlp_out")(h)
+        return _layer_norm(cfg, dtype, "mlp_norm")(x + dropout(h))
+
+
+class ScoreHead(nn.Module):
+    """HF's classification head: dense, tanh, out_proj with one output."""
+
+    config: ModelConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, cls: Array) -> Array:
+        cfg = self.config
+        dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
+        h = nn.Dense(cfg.hidden_size, dtype=jnp.float32, kernel_init=_init(cfg, ("embed", "mlp")),
+                     bias_init=_zeros(("mlp",)), name="dense")(dropout(cls.astype(jnp.float32)))
+        h = jnp.tanh(h)
+        out = nn.Dense(1, dtype=jnp.float32, kernel_init=_init(cfg, ("mlp", "score")),
+                       bias_init=_zeros(("score",)), name="out_proj")(dropout(h))
+        return out[..., 0]
+
+
+class Scorer(nn.Module):
+    """Encoder + head. `__call__(batch)` returns one logit per segment slot, `[B, S]`.
+
+    `batch` holds `input_ids`, `segment_ids`, `position_ids` (0-based within each
+    segment), `cls_index` and, where the checkpoint has token types,
+    `token_type_ids`. Logits of empty slots are meaningless; mask them.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, batch: Mapping[str, Array], *, deterministic: bool = True) -> Array:
+        cfg = self.config
+        input_ids = batch["input_ids"]
+        segment_ids = batch["segment_ids"]
+        token_type_ids = batch.get("token_type_ids")
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = Embeddings(cfg, deterministic, name="embeddings")(input_ids, batch["position_ids"], token_type_ids)
+        # Tokens attend within their own segment; padding (segment 0) attends to padding only,
+        # so no row is fully masked and padding never reaches a real token.
+        mask = (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
+        layer_cls = nn.remat(Layer, prevent_cse=True) if cfg.remat else Layer
+        for i in range(cfg.num_layers):
+            x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, mask)
+        cls = jnp.take_along_axis(x, batch["cls_index"][..., None], axis=1)  # [B, S, H]
+        return ScoreHead(cfg, deterministic, name="head")(cls)
+
+
+def dummy_batch(batch_size: int = 1, max_len: int = 8, max_segments: int = 1) -> dict[str, jnp.ndarray]:
+    """A minimal batch of the right shapes and dtypes, for `init` and `eval_shape`."""
+    shape = (batch_size, max_len)
+    return {
+        "input_ids": jnp.zeros(shape, jnp.int32),
+        "segment_ids": jnp.ones(shape, jnp.int32),
+        "position_ids": jnp.zeros(shape, jnp.int32),
+        "token_type_ids": jnp.zeros(shape, jnp.int32),
+        "cls_index": jnp.zeros((batch_size, max_segments), jnp.int32),
+    }
+
+
+def init_params(config: ModelConfig, rng: Array) -> dict[str, Any]:
+    """Float32 parameters, unboxed (plain arrays); logical names come from `param_logical_axes`."""
+    variables = Scorer(config).init(rng, dummy_batch())
+    return nn.unbox(variables["params"])
+
+
+def abstract_params(config: ModelConfig) -> dict[str, Any]:
+    """Shapes and dtypes of the parameters, without allocating them."""
+    return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+
+
+def param_logical_axes(config: ModelConfig) -> dict[str, Any]:
+    """A tree of `PartitionSpec`s of logical axis names, matching the parameter tree."""
+    boxed = jax.eval_shape(lambda: Scorer(config).init(jax.random.key(0), dummy_batch()))
+    return nn.get_partition_spec(boxed)["params"]
+
+
+def count_params(tree: Any) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+def score(config: ModelConfig, params: Any, batch: Mapping[str, Array]) -> Array:
+    """Scores `[B, S]` in the checkpoint's output range; a pure function to jit."""
+    logits = Scorer(config).apply({"params": params}, batch)
+    return apply_head_activation(logits, config.head_activation)

