@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from typing import Any
 
 import jax
@@ -30,21 +29,16 @@ PARAMS_DIR = "params"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "vocab.json", "merges.txt")
 
-log = logging.getLogger(__name__)
-
-
 @dataclasses.dataclass(frozen=True)
 class LoadedScorer:
     config: model_lib.ModelConfig
     params: Any
     tokenizer_dir: epath.Path
 
-
 def _absolute(path: str | epath.PathLike) -> epath.Path:
     p = epath.Path(path)
     # Orbax wants absolute local paths; URLs such as gs:// are absolute already.
     return p if "://" in str(p) else epath.Path(p.expanduser().resolve())
-
 
 def copy_tokenizer(src_dir: str | epath.PathLike, dst_dir: str | epath.PathLike) -> None:
     src, dst = epath.Path(src_dir), epath.Path(dst_dir)
@@ -56,7 +50,6 @@ def copy_tokenizer(src_dir: str | epath.PathLike, dst_dir: str | epath.PathLike)
     for name in TOKENIZER_FILES:
         if (src / name).exists():
             (src / name).copy(dst / name, overwrite=True)
-
 
 def save_scorer(directory: str | epath.PathLike, params: Any, config: model_lib.ModelConfig,
                 tokenizer_src: str | epath.PathLike, *, overwrite: bool = False) -> epath.Path:
@@ -77,7 +70,6 @@ def save_scorer(directory: str | epath.PathLike, params: Any, config: model_lib.
     (directory / MODEL_JSON).write_text(config.to_json())
     return directory
 
-
 def load_config(directory: str | epath.PathLike) -> model_lib.ModelConfig:
     path = epath.Path(directory) / MODEL_JSON
     if not path.exists():
@@ -85,7 +77,6 @@ def load_config(directory: str | epath.PathLike) -> model_lib.ModelConfig:
             f"{directory} is not a cappy_jax scorer directory (no {MODEL_JSON}); "
             f"make one with `python -m cappy_jax.convert from-hf HF_DIR {directory}`")
     return model_lib.ModelConfig.from_dict(json.loads(path.read_text()))
-
 
 def load_scorer(directory: str | epath.PathLike, **config_overrides: Any) -> LoadedScorer:
     """Reads a scorer directory; `config_overrides` change run-time knobs such as `dtype` or `remat`."""
@@ -101,7 +92,6 @@ def load_scorer(directory: str | epath.PathLike, **config_overrides: Any) -> Loa
     params = checkpointer.restore(directory / PARAMS_DIR, abstract)
     return LoadedScorer(config=config, params=params, tokenizer_dir=directory / TOKENIZER_DIR)
 
-
 def check_params(params: Any, config: model_lib.ModelConfig, *, what: str = "parameters") -> None:
     """Raises a ValueError listing every parameter whose presence or shape disagrees with `config`."""
     expected = _flat_shapes(model_lib.abstract_params(config))
@@ -114,7 +104,6 @@ def check_params(params: Any, config: model_lib.ModelConfig, *, what: str = "par
         shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
         raise ValueError(f"{what} do not match the model config ({config.family}, hidden {config.hidden_size}, "
                          f"{config.num_layers} layers): {shown}")
-
 
 def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,7 +29,7 @@ from etils import epath
 from cappy_jax import checkpoint as ckpt_lib
 from cappy_jax import model as model_lib
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cappy_jax.convert")  # not __name__: that is __main__ under -m
 
 Transform = Callable[[np.ndarray], np.ndarray]
 # (HF name without the encoder prefix, our parameter path, HF -> ours, ours -> HF)
@@ -265,6 +264,9 @@ def to_hf(ckpt_dir: str, dst_dir: str) -> epath.Path:
 def main(argv: list[str]) -> None:
     from absl import app, flags
 
+    from cappy_jax.cli import quiet_logging
+
+    quiet_logging()
     f = flags.FLAGS
     if len(argv) != 4 or argv[1] not in ("from-hf", "to-hf"):
         raise app.UsageError(f"expected `from-hf SRC DST` or `to-hf CKPT DST`, got {argv[1:]}\n{__doc__}")
@@ -285,7 +287,6 @@ def run() -> None:
     flags.DEFINE_bool("fresh_head", False, "Replace the output layer of the checkpoint's head with a new one-output layer (keeps the dense layer / BERT pooler).")
     flags.DEFINE_integer("seed", 0, "Seed of a freshly initialised head.")
     flags.DEFINE_bool("overwrite", False, "Replace DST if it exists.")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     app.run(main)
 
 

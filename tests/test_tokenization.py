@@ -254,6 +254,23 @@ def test_huge_inputs_are_fast_and_exact(bert_dir, hf_bert):
     assert out.num_truncated == 3
 
 
+def test_truncated_copy_keeps_overflow_small(bert_dir):
+    # The post-processor pairs every overflowing piece of one side with every
+    # piece of the other (quadratic); the helper must leave at most one piece,
+    # and must not touch the shared original.
+    from cappy_jax.tokenization import _truncated_copy
+
+    tok = tokenizers.Tokenizer.from_file(os.path.join(bert_dir, "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    enc = tok.encode(_long_text(16, 3000), add_special_tokens=False)
+    full = enc.ids
+    for k in (1, 7, 254, len(full) // 2, len(full) - 1):
+        cut = _truncated_copy(enc, k)
+        assert cut.ids == full[:k] and len(cut.overflowing) <= 1, k
+    assert enc.ids == full and enc.overflowing == []
+
+
 def test_num_truncated_and_warning(dirs_and_hf, caplog):
     d, _ = dirs_and_hf
     pt = PairTokenizer.from_dir(d)
