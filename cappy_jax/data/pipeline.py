@@ -1,0 +1,202 @@
+"""tf.data from materialized shards to packed numpy batches (the format of `cappy_jax/packing.py`).
+
+Per host: read its own shards (`files[process_index::process_count]`), interleave
+and shuffle records, pack them greedily into `[rows, max_len]` rows inside the
+tf.data graph, batch, prefetch. Packing is a `Dataset.scan` over `open_rows`
+open rows (first fit; when nothing fits, the fullest row is emitted), so the
+whole pipeline, shuffle buffer and half-filled rows included, is a tf.data
+iterator that `tf.train.Checkpoint` saves and restores: training resumes on
+exactly the next batch.
+
+Evaluation streams (`repeat=False`) lose nothing: the open rows are flushed at
+the end and the last batch is padded with empty rows (`label_mask` 0).
+`pair_index` holds the position of each record in the host's (unshuffled)
+stream, so evaluation can join scores with `shards.read_records` of the same files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from cappy_jax.data import shards
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """How one host turns shards into batches."""
+
+    rows: int                 # rows per batch on this host
+    max_len: int              # tokens per row
+    max_segments: int = 1     # pairs per row at most (1 = no packing)
+    open_rows: int = 8        # rows filled at once; more packs tighter, each step costs a little more
+    shuffle_buffer: int = 10_000
+    repeat: bool = True       # training streams repeat (epochs reshuffled); evaluation streams end
+    seed: int = 0
+    prefetch: int = 2
+
+    def __post_init__(self) -> None:
+        if min(self.rows, self.max_len, self.max_segments, self.open_rows) <= 0:
+            raise ValueError(f"rows, max_len, max_segments and open_rows must be positive: {self}")
+
+
+def host_files(files: Sequence[str], process_index: int, process_count: int) -> list[str]:
+    """Disjoint shards per host; every host must get at least one."""
+    if len(files) < process_count:
+        raise ValueError(f"{len(files)} shards cannot feed {process_count} hosts: "
+                         f"rebuild with at least {process_count} shards per split")
+    return list(files[process_index::process_count])
+
+
+def _parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    ex = tf.io.parse_single_example(serialized, shards.FEATURES)
+    return {
+        "input_ids": tf.cast(ex["input_ids"], tf.int32),
+        "token_type_ids": tf.cast(ex["token_type_ids"], tf.int32),
+        "label": ex["label"],
+    }
+
+
+def _empty_state(k: int, length: int, segments: int) -> dict[str, tf.Tensor]:
+    zi = lambda *s: tf.zeros(s, tf.int32)
+    return {
+        "input_ids": zi(k, length), "token_type_ids": zi(k, length), "segment_ids": zi(k, length),
+        "position_ids": zi(k, length), "cls_index": zi(k, segments),
+        "labels": tf.zeros((k, segments), tf.float32), "label_mask": tf.zeros((k, segments), tf.float32),
+        "pair_index": tf.fill((k, segments), -1), "ntok": zi(k), "nseg": zi(k),
+    }
+
+
+def pack(ds: tf.data.Dataset, *, max_len: int, max_segments: int, open_rows: int, pad_id: int,
+         flush: bool) -> tf.data.Dataset:
+    """Packs `{input_ids, token_type_ids, label, pair_index}` records into rows, inside the graph.
+
+    With `flush`, `open_rows` sentinel records appended to the stream push the
+    last open rows out, so a finite stream loses nothing.
+    """
+    k, length, segments = open_rows, max_len, max_segments
+    sentinel = {"input_ids": tf.zeros([length + 1], tf.int32), "token_type_ids": tf.zeros([length + 1], tf.int32),
+                "label": tf.constant(0.0), "pair_index": tf.constant(-1)}
+    if flush:
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(sentinel).repeat(k))
+
+    def step(state: dict[str, tf.Tensor], rec: dict[str, tf.Tensor]):
+        n = tf.shape(rec["input_ids"])[0]
+        is_sentinel = rec["pair_index"] < 0
+        check = tf.debugging.Assert(is_sentinel | (n <= length),
+                                    ["a record has", n, f"tokens, more than the pipeline max_len={length}: build "
+                                     f"shards with max_len <= {length} or raise the pipeline max_len"])
+        with tf.control_dependencies([check]):
+            n = tf.identity(n)
+        fits = (state["ntok"] + n <= length) & (state["nseg"] < segments)
+        any_fit = tf.reduce_any(fits)
+        row = tf.where(any_fit, tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32),
+                       tf.argmax(state["ntok"], output_type=tf.int32))
+        emit = tf.logical_not(any_fit)
+        out = {key: value[row] for key, value in state.items()}
+        empty = _empty_state(1, length, segments)
+        # Reset the emitted row, then (unless a sentinel) append the record to the chosen row.
+        state = {key: tf.tensor_scatter_nd_update(value, [[row]], tf.where(emit, empty[key], value[row:row + 1]))
+                 for key, value in state.items()}
+
+        def append(st: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            start, seg = st["ntok"][row], st["nseg"][row]
+            cols = start + tf.range(n)
+            idx = tf.stack([tf.fill([n], row), cols], axis=1)
+            slot = [[row, seg]]
+            st = dict(st)
+            st["input_ids"] = tf.tensor_scatter_nd_update(st["input_ids"], idx, rec["input_ids"])
+            st["token_type_ids"] = tf.tensor_scatter_nd_update(st["token_type_ids"], idx, rec["token_type_ids"])
+            st["segment_ids"] = tf.tensor_scatter_nd_update(st["segment_ids"], idx, tf.fill([n], seg + 1))
+            st["position_ids"] = tf.tensor_scatter_nd_update(st["position_ids"], idx, tf.range(n))
+            st["cls_index"] = tf.tensor_scatter_nd_update(st["cls_index"], slot, [start])
+            st["labels"] = tf.tensor_scatter_nd_update(st["labels"], slot, [rec["label"]])
+            st["label_mask"] = tf.tensor_scatter_nd_update(st["label_mask"], slot, [1.0])
+            st["pair_index"] = tf.tensor_scatter_nd_update(st["pair_index"], slot, [rec["pair_index"]])
+            st["ntok"] = tf.tensor_scatter_nd_add(st["ntok"], [[row]], [n])
+            st["nseg"] = tf.tensor_scatter_nd_add(st["nseg"], [[row]], [1])
+            return st
+
+        state = tf.cond(is_sentinel, lambda: state, lambda: append(state))
+        return state, (out, emit & (out["ntok"] > 0))
+
+    packed = ds.scan(_empty_state(k, length, segments), step).filter(lambda row, emit: emit)
+
+    def finish(row: dict[str, tf.Tensor], emit: tf.Tensor) -> dict[str, tf.Tensor]:
+        del emit
+        row = {key: v for key, v in row.items() if key not in ("ntok", "nseg")}
+        # Padding tokens carry the tokenizer's pad id (segment 0 marks them either way).
+        row["input_ids"] = tf.where(row["segment_ids"] > 0, row["input_ids"], pad_id)
+        return row
+
+    return packed.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def make_dataset(files: Sequence[str], config: PipelineConfig, *, pad_id: int) -> tf.data.Dataset:
+    """Packed batches from `files` (already this host's share)."""
+    if not files:
+        raise ValueError("make_dataset got no files")
+    if config.repeat:
+        ds = tf.data.Dataset.from_tensor_slices(list(files))
+        ds = ds.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=16,
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        # File order, so that pair_index matches `shards.read_records(files)`.
+        ds = tf.data.TFRecordDataset(list(files))
+    ds = ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.enumerate().map(lambda i, r: {**r, "pair_index": tf.cast(i, tf.int32)})
+    if config.repeat and config.shuffle_buffer > 1:
+        ds = ds.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
+    ds = pack(ds, max_len=config.max_len, max_segments=config.max_segments, open_rows=config.open_rows,
+              pad_id=pad_id, flush=not config.repeat)
+    ds = ds.batch(config.rows, drop_remainder=config.repeat)
+    if not config.repeat:
+        ds = ds.map(lambda b: _pad_rows(b, config.rows, pad_id))
+    return ds.prefetch(config.prefetch)
+
+
+def _pad_rows(batch: dict[str, tf.Tensor], rows: int, pad_id: int) -> dict[str, tf.Tensor]:
+    """Pads a short last batch with empty rows so every batch has one shape."""
+    missing = rows - tf.shape(batch["segment_ids"])[0]
+    fill = {"input_ids": pad_id, "pair_index": -1}
+    return {k: tf.pad(v, [[0, missing]] + [[0, 0]] * (len(v.shape) - 1), constant_values=fill.get(k, 0))
+            for k, v in batch.items()}
+
+
+class InputPipeline:
+    """A host's iterator of numpy batches whose position can be saved and restored."""
+
+    def __init__(self, files: Sequence[str], config: PipelineConfig, *, pad_id: int):
+        self.files = list(files)
+        self.config = config
+        self._dataset = make_dataset(self.files, config, pad_id=pad_id)
+        self._iterator = iter(self._dataset)
+        self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        try:
+            batch = next(self._iterator)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            raise ValueError(f"reading shards failed ({type(e).__name__}: {e.message.splitlines()[0]}); "
+                             f"this host reads {self.files}: `shards.read_records` names the bad file") from e
+        return {k: v.numpy() for k, v in batch.items()}
+
+    def save(self, path: str) -> None:
+        """Writes the iterator state (shuffle buffer, open rows, file positions) to `path` (a prefix)."""
+        self._checkpoint.write(path)
+
+    def restore(self, path: str) -> None:
+        self._checkpoint.read(path).assert_consumed()
+
+
+def packing_efficiency(batches: Sequence[dict[str, np.ndarray]]) -> float:
+    """Share of token slots that hold a pair (1.0 = no padding)."""
+    used = sum(int((b["segment_ids"] > 0).sum()) for b in batches)
+    total = sum(b["segment_ids"].size for b in batches)
+    return used / total if total else 0.0
