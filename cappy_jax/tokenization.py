@@ -73,7 +73,11 @@ class EncodedPairs:
 
     input_ids: list[np.ndarray]
     token_type_ids: list[np.ndarray]
-    num_truncated: int
+    truncated: np.ndarray  # bool per pair: did it lose tokens?
+
+    @property
+    def num_truncated(self) -> int:
+        return int(np.sum(self.truncated))
 
     def lengths(self) -> np.ndarray:
         """Per-pair lengths (specials included), int32, for length bucketing."""
@@ -207,13 +211,13 @@ class PairTokenizer:
             )
         _check_texts(instructions, responses)
         if len(instructions) == 0:
-            return EncodedPairs(input_ids=[], token_type_ids=[], num_truncated=0)
+            return EncodedPairs(input_ids=[], token_type_ids=[], truncated=np.zeros(0, bool))
 
         encoded_a = self._encode_unique(instructions)
         encoded_b = self._encode_unique(responses)
         input_ids: list[np.ndarray] = []
         token_type_ids: list[np.ndarray] = []
-        num_truncated = 0
+        truncated = np.zeros(len(instructions), bool)
         for i, (enc_a, enc_b) in enumerate(zip(encoded_a, encoded_b)):
             la, lb = len(enc_a), len(enc_b)
             for field, n in (("instruction", la), ("response", lb)):
@@ -225,7 +229,7 @@ class PairTokenizer:
                 enc_a = _truncated_copy(enc_a, ka)
             if kb < lb:
                 enc_b = _truncated_copy(enc_b, kb)
-            num_truncated += (ka, kb) != (la, lb)
+            truncated[i] = (ka, kb) != (la, lb)
             pair = self._tokenizer.post_process(enc_a, enc_b, add_special_tokens=True)
             if len(pair) != ka + kb + self.num_special_tokens:
                 raise RuntimeError(
@@ -235,8 +239,8 @@ class PairTokenizer:
             input_ids.append(np.asarray(pair.ids, dtype=np.int32))
             token_type_ids.append(np.asarray(pair.type_ids, dtype=np.int32))
 
-        if num_truncated:
+        if truncated.any():
             logger.warning(
-                "%d of %d pairs were truncated to %d tokens", num_truncated, len(input_ids), max_len
+                "%d of %d pairs were truncated to %d tokens", truncated.sum(), len(input_ids), max_len
             )
-        return EncodedPairs(input_ids=input_ids, token_type_ids=token_type_ids, num_truncated=num_truncated)
+        return EncodedPairs(input_ids=input_ids, token_type_ids=token_type_ids, truncated=truncated)
