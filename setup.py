@@ -7,7 +7,7 @@ setup(
     version="0.1.0",
     description="Train, load and serve Cappy-style (instruction, response) scorers in JAX/Flax.",
     python_requires=">=3.11",
-    packages=find_packages(include=["cappy_jax", "cappy_jax.*", "configs", "bench"]),
+    packages=find_packages(include=["cappy_jax", "cappy_jax.*", "configs", "configs.*", "bench", "bench.*"]),
     install_requires=[
         "jax>=0.10",
         "flax>=0.12",

@@ -1,0 +1,100 @@
+"""The one benchmark entry point.
+
+    python -m bench.run --suite encoder-cpu [--steps N] [--warmup N] [--cases a,b]
+                        [--output bench/results.jsonl] [--markdown BENCHMARKS.md | --no-markdown]
+
+Appends one JSON line per measurement to `--output` and a dated table, naming
+the device, versions and this exact command, to `--markdown`. A suite is a
+module with `run(steps=, warmup=, cases=) -> list[dict]`, `CASES`, `COLUMNS`
+and `NOTE`; it is imported only when chosen. Suites must not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import pathlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from bench import report
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    module: str
+    summary: str
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+# Planned: train-real, train-shape, score, rouge, input, memory.
+SUITES: dict[str, Suite] = {
+    s.name: s
+    for s in (
+        Suite("encoder-cpu", "bench.encoder_cpu",
+              "forward+backward of our encoder vs transformers' PyTorch model, same size, on CPU"),
+    )
+}
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="suites:\n" + "\n".join(f"  {s.name}: {s.summary}"
+                                                                    for s in SUITES.values()))
+    parser.add_argument("--suite", required=True, choices=sorted(SUITES))
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per case (default: the suite's)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps before timing (default: the suite's)")
+    parser.add_argument("--cases", default=None, help="comma-separated subset of the suite's cases (default: all)")
+    parser.add_argument("--output", type=pathlib.Path, default=REPO / "bench" / "results.jsonl",
+                        help="JSON-lines file to append to")
+    parser.add_argument("--markdown", type=pathlib.Path, default=REPO / "BENCHMARKS.md",
+                        help="markdown file to append a dated table to")
+    parser.add_argument("--no-markdown", action="store_true", help="write the JSON lines only")
+    args = parser.parse_args(list(argv))
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be at least 1")
+    if args.warmup is not None and args.warmup < 0:
+        parser.error("--warmup must be at least 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Runs one suite and writes its results; returns the records written."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    suite = SUITES[args.suite]
+    module = suite.load()
+    cases = None if args.cases is None else [c for c in args.cases.split(",") if c]
+    if cases is not None:
+        unknown = sorted(set(cases) - set(module.CASES))
+        if unknown:
+            raise SystemExit(f"unknown cases {unknown} for suite {suite.name}; choose from {list(module.CASES)}")
+
+    command = report.command_line(argv)
+    env = report.environment(REPO)
+    measurements = module.run(steps=args.steps, warmup=args.warmup, cases=cases)
+    records = [{"suite": suite.name, "command": command, "env": env, **m} for m in measurements]
+    report.append_jsonl(args.output, records)
+    section = report.markdown_section(suite.name, env, command, report.markdown_table(module.COLUMNS, records),
+                                      getattr(module, "NOTE", ""))
+    if not args.no_markdown:
+        report.append_markdown(args.markdown, section)
+    print(section)
+    busy = [r["case"] for r in records if (r.get("other_load") or 0) > 0.1]
+    if busy:
+        print(f"warning: other processes used over 10% of the cores while timing {busy}; "
+              "those figures are disturbed (see the `other load` column)", file=sys.stderr)
+    return records
+
+
+if __name__ == "__main__":
+    main()

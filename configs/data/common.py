@@ -1,0 +1,44 @@
+"""Knobs every data config shares: candidate construction, LLM sampling, tokenization and sharding.
+
+Each data config embeds `candidates()` as `config.candidates` (the fields of
+`cappy_jax.data.candidates.CandidateSettings`: `CandidateSettings(**config.candidates)`),
+`llm()` as `config.llm` (`cappy_jax.data.llm.make_backend({"name": config.llm.name,
+**config.llm[config.llm.name]})` unless the name is "none") and `output()` as `config.output`,
+so the build CLI reads them the same way whatever the source.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def candidates() -> dict[str, Any]:
+    """Which labelled candidates each Example gets (classification examples: their choices only)."""
+    return dict(
+        negatives_per_positive=1,      # references of other examples of the same task, label 0.0 (0 = none)
+        corruptions_per_reference=0,   # edited copies of a reference, label Rouge-L (0 = none, as the paper)
+        include_references=True,       # generation references as 1.0 candidates
+        corruption_ops=("delete", "swap", "truncate", "replace"),
+        max_edit_fraction=0.25,        # at most this share of a reference's tokens edited per corruption
+    )
+
+
+def llm() -> dict[str, Any]:
+    """LLM samples labelled with Rouge-L against the references; none by default (no model offline)."""
+    return dict(
+        name="none",                   # "none" | "hf" (local transformers dir) | "openai" (compatible server)
+        recipe="reference",            # llm.REFERENCE_RECIPE: beam-4 + 4 x 4 samples = 17 responses
+        hf=dict(model_dir="", batch_size=8, device="cpu", max_input_tokens=512),
+        openai=dict(base_url="", model="", api_key_env="OPENAI_API_KEY", chat=False, max_concurrency=8,
+                    cache_dir=""),           # "" = None for make_backend (no on-disk cache)
+    )
+
+
+def output() -> dict[str, Any]:
+    """Tokenization and shard layout of the built data."""
+    return dict(
+        scorer_dir="",                 # scorer directory whose tokenizer/ tokenizes pairs ("" = give it on the CLI)
+        max_len=512,                   # tokens per (instruction, response) pair after truncation
+        num_shards=64,                 # output shards per split
+        seed=0,                        # negatives, corruptions, LLM sampling, shuffling, T0's per-dataset caps
+    )
