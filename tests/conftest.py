@@ -9,6 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
+# Eight simulated CPU devices for the sharding tests; must be set before JAX starts its backend.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> pathlib.Path:

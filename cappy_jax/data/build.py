@@ -48,13 +48,32 @@ def _hash(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def split_of(candidate: records.Candidate, *, heldout_tasks: frozenset[str], validation_fraction: float,
-             seed: int) -> str:
-    """Held-out tasks go whole to `heldout`; of the others, whole example groups go to `validation`."""
-    if candidate.task in heldout_tasks:
+def split_of(group_id: str, *, heldout: bool, validation_fraction: float, seed: int) -> str:
+    """Held-out units go whole to `heldout`; of the others, whole example groups go to `validation`."""
+    if heldout:
         return "heldout"
-    bucket = _hash(seed, "split", candidate.group_id) % 1_000_000
+    bucket = _hash(seed, "split", group_id) % 1_000_000
     return "validation" if bucket < validation_fraction * 1_000_000 else "train"
+
+
+class _Sample(beam.DoFn):
+    """Adds LLM samples to batches of examples; the backend is built once per worker."""
+
+    def __init__(self, llm_config: Mapping[str, Any]):
+        self.llm_config = dict(llm_config)
+
+    def setup(self) -> None:
+        from cappy_jax.data import llm
+
+        name = self.llm_config["name"]
+        kwargs = {k: (None if v == "" else v) for k, v in self.llm_config.get(name, {}).items()}
+        self.backend = llm.make_backend({"name": name, **kwargs})
+        self.recipe = llm.REFERENCE_RECIPE
+
+    def process(self, batch: Sequence[tuple[bool, records.Example]]) -> Iterator[tuple[str, Any]]:
+        generations = self.backend.generate([ex.instruction for _, ex in batch], self.recipe)
+        for (heldout, ex), samples in zip(batch, generations):
+            yield ex.task, (heldout, ex, tuple(samples))
 
 
 class _Tokenize(beam.DoFn):
@@ -147,37 +166,61 @@ def _prepare_output(output: str, num_shards: Mapping[str, int]) -> None:
             tf.io.gfile.remove(path)
 
 
-def build(config: Any, output: str, *, examples_by_task: Mapping[str, Sequence[records.Example]],
-          source_stats: Mapping[str, Any] | None = None, sampler: Any = None,
-          pipeline_options: Sequence[str] = ()) -> dict[str, Any]:
-    """Runs the Beam pipeline over examples already grouped by task; returns the manifest.
+def shard_counts(output_config: Mapping[str, Any], *, has_heldout: bool) -> dict[str, int]:
+    """Training data gets `num_shards`; the smaller evaluation splits `eval_shards`."""
+    counts = {"train": int(output_config["num_shards"]), "validation": int(output_config["eval_shards"])}
+    if has_heldout:
+        counts["heldout"] = int(output_config["eval_shards"])
+    return counts
 
-    `source_stats` (e.g. skipped records per source) goes into the manifest as is.
-    `sampler(examples) -> {group_id: [(mode, text), ...]}` adds LLM samples (None: no LLM).
-    """
-    source_stats = source_stats or {}
+
+def tokenizer_source(scorer_dir: str) -> str:
+    """A scorer directory's tokenizer/, or any directory holding tokenizer.json (an HF model dir)."""
+    if not scorer_dir:
+        raise ValueError("no tokenizer: set --config.output.scorer_dir to a scorer directory "
+                         "(`python -m cappy_jax.convert from-hf ...`) or an HF directory with tokenizer.json")
+    nested = os.path.join(scorer_dir, "tokenizer")
+    return nested if tf.io.gfile.exists(os.path.join(nested, "tokenizer.json")) else scorer_dir
+
+
+def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> dict[str, Any]:
+    """Runs the Beam pipeline for a data config (`configs/data/*.py`); returns the manifest."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    num_shards = {s: int(config.shards[s]) for s in SPLITS}
-    heldout = frozenset(config.heldout_tasks)
-    present = {s for s in SPLITS if s != "heldout"} | ({"heldout"} if heldout & set(examples_by_task) else set())
-    num_shards = {s: n for s, n in num_shards.items() if s in present}
-    _prepare_output(output, num_shards)
-    settings = candidates_lib.CandidateSettings(**dict(config.candidates))
-    seed, max_len = int(config.seed), int(config.max_len)
-    tokenizer_out = os.path.join(output, "tokenizer")
     from cappy_jax.checkpoint import copy_tokenizer
+    from cappy_jax.data import read
 
-    copy_tokenizer(config.tokenizer_dir, tokenizer_out)
+    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    out_cfg = cfg["output"]
+    seed, max_len = int(out_cfg["seed"]), int(out_cfg["max_len"])
+    units = read.work_units(cfg)
+    if not units:
+        raise ValueError("the data config selects no tasks, files or templates")
+    num_shards = shard_counts(out_cfg, has_heldout=any(u.heldout for u in units))
+    _prepare_output(output, num_shards)
+    tokenizer_out = os.path.join(output, "tokenizer")
+    copy_tokenizer(tokenizer_source(out_cfg["scorer_dir"]), tokenizer_out)
+    settings = candidates_lib.CandidateSettings(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["candidates"].items()})
+    validation_fraction = float(out_cfg["validation_fraction"])
+    log.info("building %d work units into %s (shards %s)", len(units), output, num_shards)
 
-    def task_candidates(item: tuple[str, Sequence[records.Example]]) -> list[records.Candidate]:
-        task, examples = item
-        samples = sampler(examples) if sampler is not None else None
-        return candidates_lib.candidates_for_task(examples, settings=settings, seed=seed, samples=samples)
+    def read_unit(unit: Any) -> Iterator[Any]:
+        examples, stats = read.read_unit(cfg, unit)
+        yield beam.pvalue.TaggedOutput("stats", stats)
+        for ex in examples:
+            yield unit.heldout, ex
 
-    def assign(c: records.Candidate) -> tuple[str, records.Candidate]:
-        return split_of(c, heldout_tasks=heldout, validation_fraction=float(config.validation_fraction),
-                        seed=seed), c
+    def task_candidates(item: tuple[str, Iterable[tuple[bool, records.Example, tuple]]]) -> Iterator[Any]:
+        task, values = item
+        # GroupByKey gives no order: sort so the candidates (and their random draws) are reproducible.
+        values = sorted(values, key=lambda v: v[1].example_id)
+        samples = {ex.group_id: list(smp) for _, ex, smp in values if smp}
+        heldout = {ex.group_id: h for h, ex, _ in values}
+        for c in candidates_lib.candidates_for_task([ex for _, ex, _ in values], settings=settings, seed=seed,
+                                                    samples=samples or None):
+            yield split_of(c.group_id, heldout=heldout[c.group_id], validation_fraction=validation_fraction,
+                           seed=seed), c
 
     def key(item: tuple[str, dict[str, Any]]) -> tuple[tuple[str, int], dict[str, Any]]:
         split, rec = item
@@ -186,38 +229,82 @@ def build(config: Any, output: str, *, examples_by_task: Mapping[str, Sequence[r
     options = PipelineOptions(list(pipeline_options) or ["--runner=DirectRunner", "--direct_num_workers=1",
                                                          "--direct_running_mode=in_memory"])
     slots = [((s, i), None) for s, n in num_shards.items() for i in range(n)]
+    meta = _meta(cfg, output, num_shards)
     with beam.Pipeline(options=options) as p:
-        recs = (p
-                | "Tasks" >> beam.Create(sorted(examples_by_task.items()))
+        read_out = (p
+                    | "Units" >> beam.Create(units)
+                    | "Reshuffle" >> beam.Reshuffle()
+                    | "Read" >> beam.FlatMap(read_unit).with_outputs("stats", main="examples"))
+        examples = read_out.examples
+        if cfg["llm"]["name"] != "none":
+            with_samples = (examples
+                            | "BatchForLLM" >> beam.BatchElements(min_batch_size=8, max_batch_size=64)
+                            | "Sample" >> beam.ParDo(_Sample(cfg["llm"])))
+        else:
+            with_samples = examples | "NoSamples" >> beam.Map(lambda v: (v[1].task, (v[0], v[1], ())))
+        recs = (with_samples
+                | "GroupTasks" >> beam.GroupByKey()
                 | "Candidates" >> beam.FlatMap(task_candidates)
-                | "Split" >> beam.Map(assign)
                 | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
                 | "Tokenize" >> beam.ParDo(_Tokenize(tokenizer_out, max_len))
                 | "Key" >> beam.Map(key))
         # Every shard slot gets an entry, so an empty shard is still written.
         empty = p | "Slots" >> beam.Create(slots)
-        stats = ((recs, empty)
-                 | beam.Flatten()
-                 | "GroupShards" >> beam.GroupByKey()
-                 | "Write" >> beam.Map(_write_one_shard, output=output, num_shards=num_shards, seed=seed)
-                 | beam.combiners.ToList())
-        meta = _meta(config, output, num_shards, source_stats)
-        _ = stats | "Manifest" >> beam.Map(lambda st: _write_manifest(merge_manifest(st, meta=meta), output))
-    manifest_path = os.path.join(output, MANIFEST)
-    with tf.io.gfile.GFile(manifest_path) as f:
+        shard_stats = ((recs, empty)
+                       | beam.Flatten()
+                       | "GroupShards" >> beam.GroupByKey()
+                       | "Write" >> beam.Map(_write_one_shard, output=output, num_shards=num_shards, seed=seed)
+                       | "AllShards" >> beam.combiners.ToList())
+        source_stats = read_out.stats | "AllSources" >> beam.combiners.ToList()
+        _ = (shard_stats
+             | "Manifest" >> beam.Map(lambda st, src: _write_manifest(
+                 merge_manifest(st, meta={**meta, "sources": read.merge_stats(src)}), output),
+                 src=beam.pvalue.AsSingleton(source_stats)))
+    with tf.io.gfile.GFile(os.path.join(output, MANIFEST)) as f:
         return json.load(f)
 
 
-def _meta(config: Any, output: str, num_shards: Mapping[str, int],
-          source_stats: Mapping[str, Any]) -> dict[str, Any]:
+def _meta(cfg: Mapping[str, Any], output: str, num_shards: Mapping[str, int]) -> dict[str, Any]:
     with tf.io.gfile.GFile(os.path.join(output, "tokenizer", "tokenizer.json"), "rb") as f:
         tok_sha = hashlib.sha256(f.read()).hexdigest()
     return {
         "format": "cappy_jax.shards/1",
-        "config": json.loads(config.to_json()) if hasattr(config, "to_json") else dict(config),
+        "config": cfg,
         "tokenizer": {"dir": "tokenizer", "sha256": tok_sha},
-        "max_len": int(config.max_len),
-        "seed": int(config.seed),
+        "max_len": int(cfg["output"]["max_len"]),
+        "seed": int(cfg["output"]["seed"]),
         "num_shards": dict(num_shards),
-        "sources": dict(source_stats),
     }
+
+
+def main(argv: Sequence[str]) -> None:
+    from absl import flags
+
+    from cappy_jax.cli import quiet_logging
+
+    quiet_logging()
+    f = flags.FLAGS
+    manifest = build(f.config, f.output, pipeline_options=list(argv[1:]))
+    for split, sp in manifest["splits"].items():
+        log.info("%-10s %8d records, %6d groups, %4d tasks, %d truncated, kinds %s", split, sp["records"],
+                 sp["groups"], len(sp["tasks"]), sp["truncated"], sp["kinds"])
+    log.info("sources: %s", manifest["sources"])
+    log.info("wrote %s", os.path.join(f.output, MANIFEST))
+
+
+def run() -> None:
+    """absl parses our flags; whatever it does not know is a Beam pipeline option."""
+    import sys
+
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "A data config, e.g. configs/data/bigbench.py:default.",
+                                    lock_config=True)
+    flags.DEFINE_string("output", None, "Output directory (local or gs://).")
+    flags.mark_flags_as_required(["config", "output"])
+    main(flags.FLAGS(sys.argv, known_only=True))
+
+
+if __name__ == "__main__":
+    run()

@@ -39,6 +39,8 @@ def output() -> dict[str, Any]:
     return dict(
         scorer_dir="",                 # scorer directory whose tokenizer/ tokenizes pairs ("" = give it on the CLI)
         max_len=512,                   # tokens per (instruction, response) pair after truncation
-        num_shards=64,                 # output shards per split
+        num_shards=64,                 # train shards (at least one per host that reads them)
+        eval_shards=4,                 # shards of the validation and heldout splits
+        validation_fraction=0.02,      # share of the training tasks' example groups kept for validation
         seed=0,                        # negatives, corruptions, LLM sampling, shuffling, T0's per-dataset caps
     )

@@ -1,0 +1,134 @@
+"""The Beam build: manifest counts add up, same config and seed give the same bytes, a crash re-run
+loses and doubles nothing, and the CLI builds from BIG-bench task files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cappy_jax.data import build, shards
+from configs.data import jsonl as jsonl_config
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+
+
+def write_jsonl(path, *, task, n, seed, classification=False):
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for i in range(n):
+            words = " ".join(rng.choice(WORDS, rng.integers(2, 9)))
+            if classification:
+                rec = {"task": task, "instruction": f"Is '{words}' long? {i}", "choices": ["yes", "no", "maybe"],
+                       "label": int(rng.integers(0, 3))}
+            else:
+                rec = {"task": task, "instruction": f"Repeat the words reversed: {words} ({i})",
+                       "references": [" ".join(reversed(words.split()))]}
+            f.write(json.dumps(rec) + "\n")
+
+
+@pytest.fixture
+def data_config(tmp_path, minilm_dir):
+    write_jsonl(tmp_path / "gen.jsonl", task="reverse", n=40, seed=0)
+    write_jsonl(tmp_path / "cls.jsonl", task="longness", n=30, seed=1, classification=True)
+    write_jsonl(tmp_path / "held.jsonl", task="heldout_task", n=12, seed=2)
+    config = jsonl_config.get_config(",".join(str(tmp_path / f) for f in ("gen.jsonl", "cls.jsonl", "held.jsonl")))
+    config.heldout_tasks = ("heldout_task",)
+    config.candidates.corruptions_per_reference = 1
+    config.output.scorer_dir = str(minilm_dir)
+    config.output.max_len = 48
+    config.output.num_shards = 3
+    config.output.eval_shards = 2
+    config.output.validation_fraction = 0.2
+    return config
+
+
+def shard_bytes(directory):
+    return {f: open(os.path.join(directory, f), "rb").read() for f in sorted(os.listdir(directory))
+            if f.endswith(".tfrecord")}
+
+
+def test_manifest_counts_add_up_and_splits_are_separate(tmp_path, data_config):
+    manifest = build.build(data_config, str(tmp_path / "out"))
+    splits = manifest["splits"]
+    assert set(splits) == {"train", "validation", "heldout"}
+    assert manifest["sources"]["examples"] == 82
+    seen_groups = {}
+    for split, sp in splits.items():
+        files = shards.shard_files(str(tmp_path / "out"), split)
+        assert [os.path.basename(f) for f in files] == [s["file"] for s in sp["shards"]]
+        recs = shards.read_records(files)
+        n = len(recs["label"])
+        assert n == sp["records"] == sum(s["records"] for s in sp["shards"]) > 0
+        assert sum(sp["tasks"].values()) == sum(sp["kinds"].values()) == sum(sp["label_histogram"]) == n
+        assert sp["groups"] == len(set(recs["group_id"]))
+        assert sp["tokens"] == int(recs["length"].sum()) and recs["length"].max() <= 48
+        assert np.all((recs["label"] >= 0) & (recs["label"] <= 1))
+        seen_groups[split] = set(recs["group_id"])
+        if split == "heldout":
+            assert set(recs["task"]) == {"heldout_task"}
+        else:
+            assert "heldout_task" not in recs["task"]
+    assert not seen_groups["train"] & seen_groups["validation"], "example groups never straddle splits"
+    kinds = splits["train"]["kinds"]
+    assert {"reference", "negative", "choice", "corrupted"} <= set(kinds)
+    assert (tmp_path / "out" / "tokenizer" / "tokenizer.json").exists()
+
+
+def test_same_config_and_seed_give_identical_bytes_and_a_crash_rerun_heals(tmp_path, data_config):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    manifest = build.build(data_config, a)
+    build.build(data_config, b)
+    reference = shard_bytes(a)
+    assert reference == shard_bytes(b)
+    # What a crash leaves behind: some shards missing, a half-written temp file, no manifest,
+    # and a shard of an earlier build with another shard count.
+    os.remove(os.path.join(a, "manifest.json"))
+    os.remove(os.path.join(a, "train-00001-of-00003.tfrecord"))
+    open(os.path.join(a, "train-00000-of-00003.tfrecord.tmp-dead"), "wb").write(b"partial")
+    open(os.path.join(a, "train-00004-of-00005.tfrecord"), "wb").write(b"stale")
+    again = build.build(data_config, a)
+    assert shard_bytes(a) == reference
+    assert again["splits"] == manifest["splits"]
+    assert not [f for f in os.listdir(a) if ".tmp" in f]
+
+    data_config.output.seed = 1
+    build.build(data_config, str(tmp_path / "c"))
+    assert shard_bytes(str(tmp_path / "c")) != reference
+
+
+def test_bad_records_fail_with_file_and_line_or_are_counted(tmp_path, data_config):
+    with open(tmp_path / "gen.jsonl", "a") as f:
+        f.write(json.dumps({"task": "reverse", "instruction": "", "references": ["x"]}) + "\n")
+    with pytest.raises(Exception, match=r"gen\.jsonl:41"):
+        build.build(data_config, str(tmp_path / "out"))
+    data_config.skip_bad = True
+    manifest = build.build(data_config, str(tmp_path / "out"))
+    assert manifest["sources"]["skipped_bad"] == 1
+
+
+def test_cli_builds_bigbench_tasks(tmp_path, minilm_dir):
+    root = tmp_path / "bigbench"
+    for name, examples in {
+        "gen_task": [{"input": f"Spell {w}", "target": " ".join(w)} for w in WORDS],
+        "mc_task": [{"input": f"Is {w} a Greek letter?", "target_scores": {"yes": 1, "no": 0}} for w in WORDS],
+        "held_task": [{"input": f"Upper-case {w}", "target": w.upper()} for w in WORDS[:6]],
+    }.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "task.json").write_text(json.dumps({"name": name, "examples": examples}))
+    out = tmp_path / "shards"
+    cmd = [sys.executable, "-m", "cappy_jax.data.build", "--config", "configs/data/bigbench.py:default",
+           "--output", str(out), f"--config.dir={root}", "--config.tasks=('gen_task','mc_task')",
+           "--config.heldout_tasks=('held_task',)", f"--config.output.scorer_dir={minilm_dir}",
+           "--config.output.num_shards=2", "--config.output.eval_shards=1", "--runner=DirectRunner"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["splits"]["heldout"]["tasks"] == {"held_task": 6 * 2}  # reference + one negative each
+    assert set(manifest["splits"]["train"]["tasks"]) == {"gen_task", "mc_task"}
+    assert "wrote" in done.stderr

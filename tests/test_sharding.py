@@ -1,0 +1,46 @@
+"""Mesh construction and logical-axis placement on 8 simulated CPU devices."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from cappy_jax import model as model_lib
+from cappy_jax import sharding
+from configs import model as model_configs
+from configs import pretrain
+
+
+def test_eight_simulated_devices():
+    assert jax.device_count() == 8
+
+
+def test_mesh_fills_one_axis_and_refuses_what_does_not_fit():
+    assert sharding.mesh_shape({"data": -1, "fsdp": 2, "tensor": 2}, 8) == (2, 2, 2)
+    assert sharding.make_mesh({"data": -1}).shape == {"data": 8, "fsdp": 1, "tensor": 1}
+    with pytest.raises(ValueError, match="does not divide the 8 devices"):
+        sharding.mesh_shape({"data": -1, "fsdp": 3}, 8)
+    with pytest.raises(ValueError, match="needs 12 devices but 8 are present"):
+        sharding.mesh_shape({"data": 3, "fsdp": 2, "tensor": 2}, 8)
+    with pytest.raises(ValueError, match="unknown mesh axes"):
+        sharding.mesh_shape({"model": 8}, 8)
+
+
+def test_rules_place_parameters_by_logical_axis():
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    config = model_lib.ModelConfig.from_dict(dict(model_configs.get_config("tiny").to_dict(), dtype="float32"))
+    shardings = sharding.logical_shardings(model_lib.param_logical_axes(config), mesh, pretrain.RULES)
+    assert shardings["layer_0"]["attention"]["query"]["kernel"].spec == P("fsdp", "tensor", None)
+    assert shardings["layer_0"]["mlp_out"]["kernel"].spec == P("tensor", "fsdp")
+    assert shardings["embeddings"]["word_embeddings"]["embedding"].spec == P("tensor", "fsdp")
+    assert shardings["head"]["out_proj"]["bias"].spec == P(None)
+
+
+def test_global_batch_splits_rows_over_data_and_fsdp():
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    batch = sharding.global_batch({"x": np.arange(16).reshape(8, 2)}, mesh)
+    assert batch["x"].shape == (8, 2)
+    assert batch["x"].sharding.spec == P(("data", "fsdp"))
+    assert {tuple(s.data.shape) for s in batch["x"].addressable_shards} == {(2, 2)}
