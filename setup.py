@@ -19,6 +19,7 @@ setup(
         "ml-collections>=1.0",
         "absl-py>=2.1",
         "etils[epath]>=1.7",
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow in the training loop
     ],
     extras_require={
         # Data construction and the tf.data input pipeline (TensorFlow stays inside cappy_jax/data).

@@ -4,7 +4,9 @@ Layout of a scorer directory (local path or `gs://` URL):
 
     DIR/model.json     ModelConfig as JSON (architecture + head activation)
     DIR/tokenizer/     tokenizer.json and the HF tokenizer files beside it
-    DIR/params/        Orbax StandardCheckpointer tree of float32 parameters
+    DIR/params/        Orbax StandardCheckpointer tree of float32 parameters (convert from-hf)
+or, for a training workdir, instead of params/:
+    DIR/checkpoints/<step>/state   Orbax TrainState; its `params` are read (latest step by default)
 
 A scorer directory carries everything needed to score, so `convert`, training
 and the scoring API all hand each other this one thing.
@@ -78,18 +80,42 @@ def load_config(directory: str | epath.PathLike) -> model_lib.ModelConfig:
             f"make one with `python -m cappy_jax.convert from-hf HF_DIR {directory}`")
     return model_lib.ModelConfig.from_dict(json.loads(path.read_text()))
 
-def load_scorer(directory: str | epath.PathLike, **config_overrides: Any) -> LoadedScorer:
-    """Reads a scorer directory; `config_overrides` change run-time knobs such as `dtype` or `remat`."""
+def training_steps(directory: str | epath.PathLike) -> list[int]:
+    """Finished checkpoint steps of a training workdir (Orbax renames a step dir only once complete)."""
+    root = epath.Path(directory) / "checkpoints"
+    if not root.exists():
+        return []
+    return sorted(int(d.name) for d in root.iterdir() if d.name.isdigit() and (d / "state").exists())
+
+
+def load_scorer(directory: str | epath.PathLike, *, step: int | None = None,
+                **config_overrides: Any) -> LoadedScorer:
+    """Reads a scorer directory or a training workdir onto the default device.
+
+    `step` picks a training checkpoint (default: the latest); `config_overrides` change run-time
+    knobs such as `dtype` or `remat`.
+    """
     directory = _absolute(directory)
     config = load_config(directory).replace(**config_overrides)
     import orbax.checkpoint as ocp
 
     checkpointer = ocp.StandardCheckpointer()
-    abstract = model_lib.abstract_params(config)
+    if (directory / PARAMS_DIR).exists() and step is None:
+        path, in_state = directory / PARAMS_DIR, False
+    else:
+        steps = training_steps(directory)
+        if not steps or (step is not None and step not in steps):
+            raise FileNotFoundError(f"{directory} has no {PARAMS_DIR}/ and no training checkpoint"
+                                    f"{f' at step {step}' if step is not None else ''} (steps: {steps})")
+        path, in_state = directory / "checkpoints" / str(step if step is not None else steps[-1]) / "state", True
+    stored = checkpointer.metadata(path).item_metadata.tree
     # Orbax restores into a mismatched target without complaint, so compare shapes first.
-    stored = checkpointer.metadata(directory / PARAMS_DIR).item_metadata.tree
-    check_params(stored, config, what=f"checkpoint {directory}")
-    params = checkpointer.restore(directory / PARAMS_DIR, abstract)
+    check_params(stored["params"] if in_state else stored, config, what=f"checkpoint {path}")
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    # A training state was saved sharded over some mesh; restore every leaf onto one device.
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), stored)
+    restored = checkpointer.restore(path, abstract)
+    params = restored["params"] if in_state else restored
     return LoadedScorer(config=config, params=params, tokenizer_dir=directory / TOKENIZER_DIR)
 
 def check_params(params: Any, config: model_lib.ModelConfig, *, what: str = "parameters") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -63,3 +64,22 @@ def random_pairs(rng: np.random.Generator, lengths, vocab: int, family: str):
             t[n // 2:] = 1
         types.append(t)
     return ids, types
+
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
+
+
+def write_jsonl(path, *, task, n, seed, classification=False, fixed_label=None):
+    """Generation (reverse the words) or classification examples; `fixed_label` makes the
+    classification learnable from the response alone (for tests that training learns)."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for i in range(n):
+            words = " ".join(rng.choice(WORDS, rng.integers(2, 9)))
+            if classification:
+                rec = {"task": task, "instruction": f"Is '{words}' long? {i}", "choices": ["yes", "no", "maybe"],
+                       "label": int(rng.integers(0, 3)) if fixed_label is None else fixed_label}
+            else:
+                rec = {"task": task, "instruction": f"Repeat the words reversed: {words} ({i})",
+                       "references": [" ".join(reversed(words.split()))]}
+            f.write(json.dumps(rec) + "\n")

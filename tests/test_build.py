@@ -13,23 +13,7 @@ import pytest
 
 from cappy_jax.data import build, shards
 from configs.data import jsonl as jsonl_config
-
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
-
-
-def write_jsonl(path, *, task, n, seed, classification=False):
-    rng = np.random.default_rng(seed)
-    with open(path, "w") as f:
-        for i in range(n):
-            words = " ".join(rng.choice(WORDS, rng.integers(2, 9)))
-            if classification:
-                rec = {"task": task, "instruction": f"Is '{words}' long? {i}", "choices": ["yes", "no", "maybe"],
-                       "label": int(rng.integers(0, 3))}
-            else:
-                rec = {"task": task, "instruction": f"Repeat the words reversed: {words} ({i})",
-                       "references": [" ".join(reversed(words.split()))]}
-            f.write(json.dumps(rec) + "\n")
-
+from conftest import WORDS, write_jsonl
 
 @pytest.fixture
 def data_config(tmp_path, minilm_dir):

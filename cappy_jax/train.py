@@ -1,0 +1,511 @@
+"""Training: `python -m cappy_jax.train --config configs/pretrain.py:tiny --workdir DIR [--config.x=y]`.
+
+The same command runs on every host. Parameters and optimizer state are created
+already sharded over the mesh (`jax.jit(init, out_shardings=...)` over
+`jax.eval_shape`); the step is one `jax.jit` with explicit shardings and the
+state donated; each host feeds its own shards and the batch becomes one global
+array. Gradient accumulation happens inside the step (a `lax.scan` over
+micro-batches), so one step is one optimizer update and the schedule counts
+updates. Checkpoints (Orbax `CheckpointManager`) carry the state; the tf.data
+iterator position of each host is saved beside them, so a re-run of the same
+command resumes on exactly the next batch.
+
+Workdir layout (the workdir is itself a scorer directory, see cappy_jax/checkpoint.py):
+    DIR/model.json, DIR/tokenizer/   what scoring needs besides parameters
+    DIR/checkpoints/<step>/state     Orbax TrainState (step, params, opt_state)
+    DIR/data_state/<step>/process_<i>.*   tf.data iterator of host i at that step
+    DIR/metrics.jsonl, DIR/tensorboard/   metrics (process 0 only)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from etils import epath
+
+from cappy_jax import checkpoint as ckpt_lib
+from cappy_jax import metrics as metrics_lib
+from cappy_jax import model as model_lib
+from cappy_jax import sharding as sharding_lib
+
+log = logging.getLogger("cappy_jax.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+# ---------------------------------------------------------------------------- the maths
+
+
+def learning_rate_schedule(optim: Mapping[str, Any], num_steps: int) -> optax.Schedule:
+    """Warmup then decay, over optimizer updates (never micro-batches)."""
+    peak = float(optim["learning_rate"])
+    warmup = int(round(float(optim["warmup_fraction"]) * num_steps))
+    decay_steps = max(num_steps - warmup, 1)
+    kind = optim["schedule"]
+    if kind == "linear":
+        decay = optax.linear_schedule(peak, peak * float(optim["end_fraction"]), decay_steps)
+    elif kind == "cosine":
+        decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=float(optim["end_fraction"]))
+    elif kind == "constant":
+        decay = optax.constant_schedule(peak)
+    else:
+        raise ValueError(f"optim.schedule={kind!r} is not one of linear, cosine, constant")
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+
+
+def make_optimizer(optim: Mapping[str, Any], num_steps: int) -> optax.GradientTransformation:
+    parts = []
+    if float(optim["clip_norm"]) > 0:
+        parts.append(optax.clip_by_global_norm(float(optim["clip_norm"])))
+    parts.append(optax.adamw(learning_rate_schedule(optim, num_steps), b1=float(optim["b1"]),
+                             b2=float(optim["b2"]), eps=float(optim["eps"]),
+                             weight_decay=float(optim["weight_decay"])))
+    return optax.chain(*parts)
+
+
+def pair_losses(logits: jax.Array, labels: jax.Array, loss: str, head_activation: str) -> jax.Array:
+    """Per-slot loss. `bce` on soft labels works on logits (stable); `mse` on the scores."""
+    logits = logits.astype(jnp.float32)
+    if loss == "bce":
+        if head_activation != "sigmoid":
+            raise ValueError("loss=bce needs head_activation=sigmoid; use loss=mse for identity heads")
+        return optax.sigmoid_binary_cross_entropy(logits, labels)
+    if loss == "mse":
+        return jnp.square(model_lib.apply_head_activation(logits, head_activation) - labels)
+    raise ValueError(f"loss={loss!r} is not one of bce, mse")
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array, *, model: nn.Module,
+               tx: optax.GradientTransformation, loss: str) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer update over `batch[key][accum, rows, ...]`; the loss is the mean over all real pairs."""
+    config: model_lib.ModelConfig = model.config
+    total = jnp.maximum(jnp.sum(batch["label_mask"]), 1.0)
+    rng = jax.random.fold_in(rng, state.step)
+
+    def micro(grads_and_loss, inputs):
+        grads, loss_sum = grads_and_loss
+        mb, i = inputs
+
+        def objective(params):
+            logits = model.apply({"params": params}, mb, deterministic=False,
+                                 rngs={"dropout": jax.random.fold_in(rng, i)})
+            per = pair_losses(logits, mb["labels"], loss, config.head_activation)
+            return jnp.sum(per * mb["label_mask"]) / total
+
+        value, g = jax.value_and_grad(objective)(state.params)
+        return (jax.tree.map(jnp.add, grads, g), loss_sum + value), None
+
+    accum = batch["label_mask"].shape[0]
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (grads, loss_value), _ = jax.lax.scan(micro, (zeros, jnp.zeros((), jnp.float32)),
+                                          (dict(batch), jnp.arange(accum)))
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    out = {"loss": loss_value, "grad_norm": optax.tree.norm(grads), "pairs": jnp.sum(batch["label_mask"]),
+           "tokens": jnp.sum(batch["segment_ids"] > 0)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), out
+
+
+def eval_scores(params: Any, batch: Mapping[str, jax.Array], *, model: nn.Module) -> jax.Array:
+    logits = model.apply({"params": params}, batch)
+    return model_lib.apply_head_activation(logits, model.config.head_activation)
+
+
+# ---------------------------------------------------------------------------- state on the mesh
+
+
+def model_config(config: Any) -> model_lib.ModelConfig:
+    """From init_from's model.json if given (keeping this run's run-time knobs), else from config.model."""
+    knobs = dict(config.model)
+    if config.init_from:
+        run_time = {k: knobs[k] for k in ("dtype", "remat", "attention", "dropout_rate")}
+        return ckpt_lib.load_config(config.init_from).replace(**run_time)
+    return model_lib.ModelConfig.from_dict(knobs)
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything the loop needs, built once."""
+
+    mesh: jax.sharding.Mesh
+    model: nn.Module
+    tx: optax.GradientTransformation
+    state_shardings: Any
+    abstract_state: Any
+    step_fn: Callable
+    eval_fn: Callable
+
+
+def build(config: Any, mesh: jax.sharding.Mesh, mcfg: model_lib.ModelConfig) -> Setup:
+    model = model_lib.Scorer(mcfg)
+    tx = make_optimizer(config.optim, int(config.num_steps))
+
+    def boxed_state(rng: jax.Array) -> TrainState:
+        params = model.init(rng, model_lib.dummy_batch())["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    boxed = jax.eval_shape(boxed_state, jax.random.key(0))
+    specs = nn.get_partition_spec(boxed)
+    shardings = sharding_lib.logical_shardings(specs, mesh, config.rules)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            nn.unbox(boxed), shardings)
+    batch_sh = sharding_lib.NamedSharding(mesh, sharding_lib.PartitionSpec(None, sharding_lib.BATCH_AXES))
+    step_fn = jax.jit(
+        lambda state, batch, rng: train_step(state, batch, rng, model=model, tx=tx, loss=config.loss),
+        in_shardings=(shardings, batch_sh, sharding_lib.replicated(mesh)),
+        out_shardings=(shardings, sharding_lib.replicated(mesh)),
+        donate_argnums=(0,))
+    eval_fn = jax.jit(lambda params, batch: eval_scores(params, batch, model=model),
+                      in_shardings=(shardings.params, sharding_lib.batch_sharding(mesh)),
+                      out_shardings=sharding_lib.batch_sharding(mesh))
+    return Setup(mesh=mesh, model=model, tx=tx, state_shardings=shardings, abstract_state=abstract,
+                 step_fn=step_fn, eval_fn=eval_fn)
+
+
+def initial_state(config: Any, setup: Setup) -> TrainState:
+    """Sharded from birth: random init compiled with out_shardings, or init_from's params placed on the mesh."""
+    if config.init_from:
+        loaded = ckpt_lib.load_scorer(config.init_from)
+        params = jax.device_put(loaded.params, setup.state_shardings.params)
+        opt_state = jax.jit(setup.tx.init, out_shardings=setup.state_shardings.opt_state)(params)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+    model, tx = setup.model, setup.tx
+
+    def init(rng: jax.Array) -> TrainState:
+        params = nn.unbox(model.init(rng, model_lib.dummy_batch())["params"])
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    return jax.jit(init, out_shardings=setup.state_shardings)(jax.random.key(int(config.seed)))
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_manager(workdir: epath.Path, config: Any):
+    import orbax.checkpoint as ocp
+    from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+    sign = 1.0 if config.best_mode == "max" else -1.0
+    policy = pp.AnyPreservationPolicy([
+        pp.LatestN(int(config.keep_last)),
+        pp.BestN(get_metric_fn=lambda m: sign * float(m.get(config.best_metric, -math.inf * sign)),
+                 reverse=False, n=int(config.keep_best), keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
+                                           enable_async_checkpointing=True)
+    return ocp.CheckpointManager(workdir / "checkpoints", options=options)
+
+
+def data_state_prefix(workdir: epath.Path, step: int) -> str:
+    return str(workdir / "data_state" / str(step) / f"process_{jax.process_index()}")
+
+
+def prune_data_state(workdir: epath.Path, keep: set[int]) -> None:
+    """Drops this host's iterator states of checkpoints Orbax has deleted."""
+    root = workdir / "data_state"
+    if not root.exists():
+        return
+    for d in root.iterdir():
+        if d.name.isdigit() and int(d.name) not in keep:
+            for f in d.glob(f"process_{jax.process_index()}.*"):
+                f.unlink()
+            if not any(d.iterdir()):
+                d.rmdir()
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+class _Stop:
+    """Set by SIGTERM (preemptible VMs send it before they go): save and leave cleanly."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _Stop:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. inside some test runners): no handler
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del signum, frame
+        log.warning("SIGTERM: saving a checkpoint at the next step and stopping")
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _pipelines(config: Any, mcfg: model_lib.ModelConfig, mesh: jax.sharding.Mesh):
+    """This host's training and evaluation streams (TensorFlow is imported only here)."""
+    from cappy_jax.data import pipeline, shards
+
+    data = config.data
+    if not data.dir:
+        raise ValueError("--config.data.dir is empty: point it at shards built by `python -m cappy_jax.data.build`")
+    manifest = json.loads(epath.Path(data.dir, "manifest.json").read_text())
+    if manifest["max_len"] > data.max_len:
+        raise ValueError(f"the shards hold pairs of up to {manifest['max_len']} tokens but data.max_len is "
+                         f"{data.max_len}: raise data.max_len or rebuild the shards")
+    from cappy_jax.tokenization import PairTokenizer
+
+    tok = PairTokenizer.from_dir(os.path.join(data.dir, "tokenizer"))
+    if tok.vocab_size > mcfg.vocab_size:
+        raise ValueError(f"the shards' tokenizer has {tok.vocab_size} tokens, the model's vocabulary "
+                         f"{mcfg.vocab_size}: use a model config that matches the data's tokenizer")
+    hosts, index = jax.process_count(), jax.process_index()
+    dp = sharding_lib.data_parallel_size(mesh)
+    rows = int(config.global_rows)
+    accum = int(config.grad_accum)
+    if rows % (accum * dp) or (rows // accum) % hosts:
+        raise ValueError(f"global_rows={rows} must divide into grad_accum={accum} micro-batches whose rows "
+                         f"split over {dp} data-parallel devices and {hosts} hosts")
+    local_rows = rows // hosts
+    train_files = pipeline.host_files(shards.shard_files(data.dir, data.train_split), index, hosts)
+    train = pipeline.InputPipeline(train_files, pipeline.PipelineConfig(
+        rows=local_rows, max_len=data.max_len, max_segments=data.max_segments, open_rows=data.open_rows,
+        shuffle_buffer=data.shuffle_buffer, seed=int(config.seed) + index), pad_id=tok.pad_token_id)
+    eval_files = pipeline.host_files(shards.shard_files(data.dir, data.eval_split), index, hosts)
+    eval_rows = int(data.eval_rows) // hosts
+    make_eval = lambda: pipeline.InputPipeline(eval_files, pipeline.PipelineConfig(
+        rows=eval_rows, max_len=data.max_len, max_segments=data.max_segments, open_rows=data.open_rows,
+        repeat=False), pad_id=tok.pad_token_id)
+    return train, make_eval, eval_files, tok
+
+
+def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: list[str], config: Any,
+             mesh: jax.sharding.Mesh) -> dict[str, Any]:
+    """Scores the whole eval split (no pair lost) and computes the regression and selection metrics."""
+    from cappy_jax.data import shards
+
+    records = shards.read_records(eval_files)
+    scores = np.full(len(records["label"]), np.nan, np.float32)
+    for i, batch in enumerate(make_eval()):
+        if config.data.eval_max_batches and i >= config.data.eval_max_batches:
+            break
+        model_batch = {k: batch[k] for k in ("input_ids", "segment_ids", "position_ids", "token_type_ids",
+                                                "cls_index")}
+        out = setup.eval_fn(params, sharding_lib.global_batch(model_batch, mesh))
+        # This host's rows, in its local order: its addressable shards sorted by their row offset.
+        parts = sorted(out.addressable_shards, key=lambda sh: sh.index[0].start or 0)
+        out = np.concatenate([np.asarray(sh.data) for sh in _unique_rows(parts)])
+        keep = batch["pair_index"] >= 0
+        scores[batch["pair_index"][keep]] = out[keep]
+    seen = ~np.isnan(scores)
+    labels = records["label"][seen]
+    per_pair = -(labels * np.log(np.clip(scores[seen], 1e-7, 1)) +
+                 (1 - labels) * np.log(np.clip(1 - scores[seen], 1e-7, 1)))
+    if config.loss == "mse":
+        per_pair = np.square(scores[seen] - labels)
+    if jax.process_count() > 1:
+        log.warning("eval metrics cover this host's eval shards only (process %d)", jax.process_index())
+    tasks = np.asarray(records["task"])[seen]
+    groups = np.asarray(records["group_id"])[seen]
+    return metrics_lib.regression_metrics(scores[seen], labels, tasks, groups, loss=per_pair)
+
+
+def _unique_rows(shards: list[Any]) -> list[Any]:
+    """Devices that differ only in non-batch axes (tensor parallelism) hold the same rows: keep one each."""
+    seen, out = set(), []
+    for sh in shards:
+        start = sh.index[0].start or 0
+        if start not in seen:
+            seen.add(start)
+            out.append(sh)
+    return out
+
+
+def _flatten(prefix: str, tree: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}/{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(key, v))
+        elif isinstance(v, (int, float, np.floating, np.integer)):
+            out[key] = float(v)
+    return out
+
+
+def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = None) -> dict[str, Any]:
+    """Trains until `config.num_steps`, resuming from the latest checkpoint in `workdir`.
+
+    `stop_after` ends this run after that many steps with a checkpoint, exactly as a preemption
+    notice would (for schedulers with time slices, and for tests of resumption).
+    """
+    from cappy_jax import metric_writers
+
+    workdir_path = epath.Path(workdir)
+    mesh = sharding_lib.make_mesh(dict(config.mesh))
+    mcfg = model_config(config)
+    train_iter, make_eval, eval_files, tok = _pipelines(config, mcfg, mesh)
+    setup = build(config, mesh, mcfg)
+    lead = jax.process_index() == 0
+    if lead:
+        workdir_path.mkdir(parents=True, exist_ok=True)
+        (workdir_path / ckpt_lib.MODEL_JSON).write_text(mcfg.to_json())
+        ckpt_lib.copy_tokenizer(os.path.join(config.data.dir, "tokenizer"), workdir_path / ckpt_lib.TOKENIZER_DIR)
+    manager = checkpoint_manager(workdir_path, config)
+    import orbax.checkpoint as ocp
+
+    latest = manager.latest_step()
+    if latest is not None:
+        try:
+            state = manager.restore(latest, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(setup.abstract_state))).state
+        except ValueError as e:
+            raise ValueError(f"the checkpoint at step {latest} in {workdir_path / 'checkpoints'} does not match "
+                             "this config's model or optimizer (changed optim.clip_norm, the model, ...?); "
+                             f"resume with the config it was written with or use a new workdir. Orbax: {e}") from e
+        train_iter.restore(data_state_prefix(workdir_path, latest))
+        log.info("resumed from step %d", latest)
+    else:
+        state = initial_state(config, setup)
+    fresh_start = latest is None
+    writer = metric_writers.MetricWriter(workdir_path, enabled=lead)
+    schedule = learning_rate_schedule(config.optim, int(config.num_steps))
+    accum = int(config.grad_accum)
+    rng = jax.random.key(int(config.seed) + 1)
+    flops_per_token = metrics_lib.encoder_flops_per_token(
+        num_layers=mcfg.num_layers, hidden_size=mcfg.hidden_size, intermediate_size=mcfg.intermediate_size,
+        seq_len=int(config.data.max_len), training=True)
+    peak = float(config.peak_flops) or (metrics_lib.peak_flops(jax.devices()[0].device_kind) or 0.0)
+    step = int(jax.device_get(state.step))
+    num_steps = int(config.num_steps)
+    last: dict[str, Any] = {}
+    t_window, tokens_window, steps_window = time.time(), 0, 0
+    t_start = time.time()
+    profiling = False
+
+    def save(at: int, metrics: Mapping[str, float] | None = None) -> None:
+        train_iter.save(data_state_prefix(workdir_path, at))  # before Orbax: a step dir implies its data state
+        manager.save(at, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), metrics=metrics,
+                     force=True)
+        prune_data_state(workdir_path, keep={at, *manager.all_steps()})
+
+    def run_eval(at: int) -> dict[str, float]:
+        result = evaluate(setup, state.params, make_eval, eval_files, config, mesh)
+        flat = _flatten("eval", result)
+        writer.write(at, flat)
+        mean = result["mean_over_tasks"]
+        log.info("eval step %d: loss %.4f pearson %.3f spearman %.3f selection %.3f (chance %.3f)", at,
+                 mean.get("loss", float("nan")), mean["pearson"], mean["spearman"], mean["selection_accuracy"],
+                 mean["chance_accuracy"])
+        return flat
+
+    if fresh_start and config.eval_every:
+        last.update({f"initial_{k}": v for k, v in run_eval(0).items()})
+    steps_this_run = 0
+    with _Stop() as stop:
+        while step < num_steps:
+            if config.profile_start and step == config.profile_start and lead:
+                jax.profiler.start_trace(str(workdir_path / "profile"))
+                profiling = True
+            local = next(train_iter)
+            local = {k: v.reshape(accum, v.shape[0] // accum, *v.shape[1:]) for k, v in local.items()
+                     if k != "pair_index"}
+            batch = {k: jax.make_array_from_process_local_data(
+                sharding_lib.NamedSharding(mesh, sharding_lib.PartitionSpec(None, sharding_lib.BATCH_AXES)), v)
+                for k, v in local.items()}
+            state, out = setup.step_fn(state, batch, rng)
+            out = jax.device_get(out)
+            step += 1
+            if not np.isfinite(out["loss"]):
+                manager.wait_until_finished()
+                raise NonFiniteLossError(
+                    f"loss is {out['loss']} at step {step}; stopped without saving, the last good checkpoint "
+                    f"is step {manager.latest_step()} in {workdir_path / 'checkpoints'}. Lower "
+                    "optim.learning_rate or check the data labels")
+            if profiling and step >= config.profile_start + config.profile_steps:
+                jax.profiler.stop_trace()
+                profiling = False
+            tokens_window += int(out["tokens"])
+            steps_window += 1
+            if step % int(config.log_every) == 0 or step == num_steps:
+                dt = time.time() - t_window
+                tps = tokens_window / dt
+                train_metrics = {
+                    "train/loss": float(out["loss"]), "train/grad_norm": float(out["grad_norm"]),
+                    "train/learning_rate": float(schedule(step - 1)), "train/steps_per_s": steps_window / dt,
+                    "train/tokens_per_s": tps,
+                    "train/mfu": metrics_lib.mfu(tps / jax.device_count(), flops_per_token, peak) if peak else 0.0}
+                writer.write(step, train_metrics)
+                last.update(train_metrics)
+                eta = (num_steps - step) * dt / steps_window
+                log.info("step %d/%d loss %.4f lr %.2e %.2f steps/s %.0f tokens/s mfu %.1f%% eta %.0fs", step,
+                         num_steps, train_metrics["train/loss"], train_metrics["train/learning_rate"],
+                         train_metrics["train/steps_per_s"], tps, 100 * train_metrics["train/mfu"], eta)
+                t_window, tokens_window, steps_window = time.time(), 0, 0
+            eval_now = (config.eval_every and step % int(config.eval_every) == 0) or step == num_steps
+            eval_metrics = run_eval(step) if eval_now else None
+            if eval_metrics:
+                last.update(eval_metrics)
+            steps_this_run += 1
+            preempted = (stop.requested or manager.reached_preemption(step)
+                         or (stop_after is not None and steps_this_run >= stop_after))
+            # Evaluated steps are saved too, so the best-by-metric checkpoint can be kept.
+            if eval_now or preempted or step % int(config.checkpoint_every) == 0:
+                save(step, eval_metrics)
+            if preempted:
+                log.warning("stopping at step %d after a preemption notice; re-run the command to resume", step)
+                break
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+    last["steps"] = step
+    last["seconds"] = time.time() - t_start
+    return last
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+
+    from cappy_jax.cli import quiet_logging
+
+    del argv
+    quiet_logging()
+    f = flags.FLAGS
+    train_and_evaluate(f.config, f.workdir)
+
+
+def run() -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "A training config, e.g. configs/pretrain.py:tiny.",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the scorer files (local or gs://).")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

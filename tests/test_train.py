@@ -1,0 +1,176 @@
+"""Training on 8 simulated CPU devices: sharded step == single-device step, resume == uninterrupted,
+SIGTERM leaves a restorable checkpoint, other meshes, config errors, non-finite loss, learning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from cappy_jax import checkpoint, sharding, train
+from cappy_jax.data import build, pipeline, shards
+from configs import pretrain
+from configs.data import jsonl as jsonl_config
+from conftest import write_jsonl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, minilm_dir):
+    """Shards from the real data build: two generation tasks and one classification task."""
+    tmp = tmp_path_factory.mktemp("data")
+    write_jsonl(tmp / "a.jsonl", task="reverse", n=60, seed=0)
+    write_jsonl(tmp / "b.jsonl", task="longness", n=80, seed=1, classification=True, fixed_label=0)
+    write_jsonl(tmp / "c.jsonl", task="reverse_more", n=60, seed=2)
+    config = jsonl_config.get_config(",".join(str(tmp / f) for f in ("a.jsonl", "b.jsonl", "c.jsonl")))
+    config.candidates.corruptions_per_reference = 1
+    config.output.scorer_dir = str(minilm_dir)
+    config.output.max_len = 64
+    config.output.num_shards = 4
+    config.output.eval_shards = 2
+    config.output.validation_fraction = 0.15
+    build.build(config, str(tmp / "shards"))
+    return str(tmp / "shards")
+
+
+def tiny_config(data_dir: str, **changes):
+    config = pretrain.get_config("tiny")
+    config.data.dir = data_dir
+    config.data.max_len = 64
+    config.data.eval_rows = 8
+    config.model.dropout_rate = 0.0
+    for key, value in changes.items():
+        target = config
+        *path, last = key.split(".")
+        for p in path:
+            target = target[p]
+        target[last] = value
+    return config
+
+
+def losses(workdir) -> dict[int, float]:
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def test_sharded_step_equals_single_device_step(data_dir):
+    config = tiny_config(data_dir, grad_accum=2)
+    mcfg = train.model_config(config)
+    meshes = {"sharded": sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}),
+              "single": sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])}
+    files = shards.shard_files(data_dir, "train")
+    local = next(pipeline.InputPipeline(files, pipeline.PipelineConfig(rows=8, max_len=64, max_segments=8,
+                                                                      seed=0), pad_id=0))
+    local = {k: v.reshape(2, 4, *v.shape[1:]) for k, v in local.items() if k != "pair_index"}
+    results = {}
+    for name, mesh in meshes.items():
+        setup = train.build(config, mesh, mcfg)
+        state = train.initial_state(config, setup)
+        if name == "sharded":
+            assert state.params["layer_0"]["mlp_in"]["kernel"].sharding.spec == P("fsdp", "tensor")
+            assert state.opt_state[1][0].mu["layer_0"]["mlp_in"]["kernel"].sharding.spec == P("fsdp", "tensor")
+        batch = {k: jax.make_array_from_process_local_data(
+            jax.sharding.NamedSharding(mesh, P(None, sharding.BATCH_AXES)), v) for k, v in local.items()}
+        new_state, out = setup.step_fn(state, batch, jax.random.key(0))
+        results[name] = (float(out["loss"]), jax.tree.map(np.asarray, new_state.params))
+    assert results["sharded"][0] == pytest.approx(results["single"][0], abs=1e-6)
+    for a, b in zip(jax.tree.leaves(results["sharded"][1]), jax.tree.leaves(results["single"][1])):
+        np.testing.assert_allclose(a, b, atol=2e-6, rtol=1e-5)  # float32 reductions in another order
+
+
+def test_interrupted_run_resumes_with_the_same_losses(data_dir, tmp_path):
+    config = tiny_config(data_dir, num_steps=12, log_every=1, eval_every=0, checkpoint_every=4)
+    full = train.train_and_evaluate(config, str(tmp_path / "full"))
+    first = train.train_and_evaluate(config, str(tmp_path / "cut"), stop_after=5)
+    assert first["steps"] == 5 and checkpoint.training_steps(tmp_path / "cut")[-1] == 5
+    train.train_and_evaluate(config, str(tmp_path / "cut"))
+    assert full["steps"] == 12
+    want, got = losses(tmp_path / "full"), losses(tmp_path / "cut")
+    assert sorted(got) == list(range(1, 13))
+    for step in want:
+        assert got[step] == pytest.approx(want[step], abs=1e-6), step
+
+
+def test_resume_onto_another_mesh_and_score_on_one_device(data_dir, tmp_path):
+    config = tiny_config(data_dir, num_steps=6, eval_every=0, checkpoint_every=3)
+    train.train_and_evaluate(config, str(tmp_path / "run"), stop_after=3)
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert checkpoint.training_steps(tmp_path / "run")[-1] == 6
+    loaded = checkpoint.load_scorer(tmp_path / "run")
+    leaf = loaded.params["layer_0"]["mlp_in"]["kernel"]
+    assert len(leaf.sharding.device_set) == 1
+    assert loaded.config.head_activation == "sigmoid"
+    assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").exists()
+
+
+def test_tiny_learns_validation_loss_falls(data_dir, tmp_path):
+    config = tiny_config(data_dir, num_steps=60, eval_every=60, checkpoint_every=60)
+    result = train.train_and_evaluate(config, str(tmp_path / "run"))
+    before = result["initial_eval/mean_over_tasks/loss"]
+    after = result["eval/mean_over_tasks/loss"]
+    assert after < before - 0.02, (before, after)
+    assert os.listdir(tmp_path / "run" / "tensorboard")
+
+
+def test_mesh_that_does_not_divide_the_devices(data_dir, tmp_path):
+    config = tiny_config(data_dir, **{"mesh.fsdp": 3})
+    with pytest.raises(ValueError, match="does not divide the 8 devices"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    config = tiny_config(data_dir, num_steps=8, eval_every=0, checkpoint_every=2)
+    train.train_and_evaluate(config, str(tmp_path / "run"), stop_after=2)
+    config.optim.learning_rate = 1e30
+    config.optim.warmup_fraction = 0.0
+    with pytest.raises(train.NonFiniteLossError, match="last good checkpoint is step 2"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert checkpoint.training_steps(tmp_path / "run") == [2]
+
+
+def test_resuming_with_another_optimizer_is_explained(data_dir, tmp_path):
+    config = tiny_config(data_dir, num_steps=4, eval_every=0, checkpoint_every=2)
+    train.train_and_evaluate(config, str(tmp_path / "run"), stop_after=2)
+    config.optim.clip_norm = 0.0
+    with pytest.raises(ValueError, match="does not match this config"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "cappy_jax.train", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def test_misspelt_config_key_is_an_error(data_dir, tmp_path):
+    proc = run_cli("--config", "configs/pretrain.py:tiny", "--workdir", str(tmp_path / "w"),
+                   "--config.optim.learnin_rate=0.1")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "learnin_rate" in out
+
+
+def test_sigterm_leaves_a_restorable_checkpoint(data_dir, tmp_path):
+    workdir = tmp_path / "w"
+    proc = run_cli("--config", "configs/pretrain.py:tiny", "--workdir", str(workdir), f"--config.data.dir={data_dir}",
+                   "--config.data.max_len=64", "--config.num_steps=100000", "--config.log_every=1",
+                   "--config.eval_every=0", "--config.checkpoint_every=100000")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (workdir / "metrics.jsonl").exists():
+        time.sleep(0.5)
+    assert (workdir / "metrics.jsonl").exists(), "training never started"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-2000:]
+    steps = checkpoint.training_steps(workdir)
+    assert steps and "stopping at step" in out
+    loaded = checkpoint.load_scorer(workdir)
+    assert np.isfinite(np.asarray(loaded.params["head"]["out_proj"]["kernel"])).all()
