@@ -198,9 +198,13 @@ class PairTokenizer:
         return [encodings[p] for p in positions]
 
     def encode_pairs(
-        self, instructions: Sequence[str], responses: Sequence[str], max_len: int = 512
+        self, instructions: Sequence[str], responses: Sequence[str], max_len: int = 512, *, warn: bool = True
     ) -> EncodedPairs:
-        """Ids of ``tokenizer(instruction, response)`` per pair, cut to ``max_len`` by the module's rule."""
+        """Ids of ``tokenizer(instruction, response)`` per pair, cut to ``max_len`` by the module's rule.
+
+        ``warn=False`` is for callers that report ``EncodedPairs.truncated`` themselves (the data build
+        counts them in its manifest) instead of a warning per call.
+        """
         if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)):
             raise TypeError(f"max_len must be an int, got {type(max_len).__name__}")
         budget = int(max_len) - self.num_special_tokens
@@ -239,7 +243,7 @@ class PairTokenizer:
             input_ids.append(np.asarray(pair.ids, dtype=np.int32))
             token_type_ids.append(np.asarray(pair.type_ids, dtype=np.int32))
 
-        if truncated.any():
+        if warn and truncated.any():
             logger.warning(
                 "%d of %d pairs were truncated to %d tokens", truncated.sum(), len(input_ids), max_len
             )

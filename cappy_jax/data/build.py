@@ -90,7 +90,7 @@ class _Tokenize(beam.DoFn):
 
     def process(self, batch: Sequence[tuple[str, records.Candidate]]) -> Iterator[tuple[str, dict[str, Any]]]:
         enc = self.tokenizer.encode_pairs([c.instruction for _, c in batch], [c.response for _, c in batch],
-                                          max_len=self.max_len)
+                                          max_len=self.max_len, warn=False)
         for (split, c), ids, types, cut in zip(batch, enc.input_ids, enc.token_type_ids, enc.truncated):
             yield split, {
                 "input_ids": ids.tolist(), "token_type_ids": types.tolist(), "label": float(c.label),
