@@ -100,3 +100,153 @@ def test_unknown_suite_or_case_is_refused(tmp_path):
         bench_run.main(["--suite", "encoder-cpu", "--cases", "huge", "--no-markdown",
                         "--output", str(tmp_path / "r.jsonl")])
     assert not (tmp_path / "r.jsonl").exists()
+
+
+# --------------------------------------------------------------------------------------
+# Suite `rouge`: ours against rouge-score, reduced to 200 pairs.
+# --------------------------------------------------------------------------------------
+
+ROUGE_KEYS = {
+    "suite", "command", "env", "case", "ours_function", "pairs", "references", "seed", "steps", "warmup",
+    "ours_s", "ours_pairs_per_s", "ours_cold_pairs_per_s", "theirs_pairs", "theirs_s", "theirs_pairs_per_s",
+    "ratio", "max_abs_diff", "checked_pairs", "other_load", "needs_tensorflow", "rouge_score_version",
+}
+
+
+def _table_cells(text: str, case: str, columns) -> dict[str, str]:
+    rows = [line for line in text.splitlines() if line.startswith(f"| {case} |")]
+    assert len(rows) == 1, rows
+    return dict(zip([c.header for c in columns], [c.strip() for c in rows[0].strip("|").split("|")]))
+
+
+def test_rouge_reduced_checks_every_value_and_writes_a_table(tmp_path, monkeypatch):
+    pytest.importorskip("rouge_score")
+    from bench import rouge_suite
+
+    monkeypatch.setattr(rouge_suite, "DEFAULT_PAIRS", 200)
+    tf_before = "tensorflow" in sys.modules
+    out, md = tmp_path / "results.jsonl", tmp_path / "BENCHMARKS.md"
+    argv = ["--suite", "rouge", "--steps", "2", "--warmup", "0", "--output", str(out), "--markdown", str(md)]
+    returned = bench_run.main(argv)
+
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records == json.loads(json.dumps(returned)) and [r["case"] for r in records] == ["batch", "single"]
+    for r in records:
+        assert ROUGE_KEYS <= set(r), ROUGE_KEYS - set(r)
+        assert (r["suite"], r["pairs"], r["theirs_pairs"], r["checked_pairs"], r["steps"]) == ("rouge", 200, 200, 200, 2)
+        for key in ("ours_s", "ours_pairs_per_s", "ours_cold_pairs_per_s", "theirs_s", "theirs_pairs_per_s", "ratio"):
+            assert report.is_finite_positive(r[key]), (key, r[key])
+        assert r["max_abs_diff"] == 0 or r["max_abs_diff"] <= 1e-12
+        assert math.isclose(r["ratio"], r["ours_pairs_per_s"] / r["theirs_pairs_per_s"], rel_tol=1e-12)
+        assert math.isclose(r["ours_pairs_per_s"], 200 / r["ours_s"], rel_tol=1e-12)
+        assert r["needs_tensorflow"] is False and r["command"] == "python -m bench.run " + " ".join(argv)
+    assert records[0]["theirs_s"] == records[1]["theirs_s"]  # one rouge-score timing for both cases
+    if not tf_before:
+        assert "tensorflow" not in sys.modules
+    text = md.read_text()
+    assert text.startswith(report.HEADER) and "\n## rouge — " in text
+    cells = _table_cells(text, "batch", rouge_suite.COLUMNS)
+    assert cells["ours/theirs"] == f"{records[0]['ratio']:.1f}" and cells["pairs"] == "200"
+
+
+def test_rouge_workload_is_deterministic_and_cappy_shaped():
+    from bench import rouge_suite
+
+    refs, preds = rouge_suite.make_pairs(300, seed=3)
+    assert (refs, preds) == rouge_suite.make_pairs(300, seed=3)
+    assert (refs, preds) != rouge_suite.make_pairs(300, seed=4)
+    assert len(refs) == len(preds) == 300 and all(1 <= len(r) <= 3 for r in refs)
+    assert any(p in r for r, p in zip(refs, preds)), "some predictions copy a reference"
+    assert any(p not in r for r, p in zip(refs, preds))
+    words = sorted(len(r.split()) for rs in refs for r in rs)
+    assert 5 <= words[len(words) // 2] <= 20 and max(words) <= 200
+    vocab, _ = rouge_suite.vocabulary()
+    assert {"running", "studies", "studied", "bigger", "happily", "took", "lying"} <= set(vocab)
+
+
+def test_rouge_check_fails_loudly_on_any_difference():
+    from bench import rouge_suite
+
+    refs, preds = [["a b"], ["c d"]], ["a", "c"]
+    assert rouge_suite.check_equal([0.5, 0.25], [0.5, 0.25], refs, preds, "x") == 0.0
+    with pytest.raises(AssertionError, match="first at pair 1"):
+        rouge_suite.check_equal([0.5, 0.25 + 1e-9], [0.5, 0.25], refs, preds, "x")
+    with pytest.raises(AssertionError, match="first at pair 0"):
+        rouge_suite.check_equal([float("nan"), 0.25], [0.5, 0.25], refs, preds, "x")
+
+
+# --------------------------------------------------------------------------------------
+# Suite `input`: the tf.data pipeline, reduced to 2 small shards and a few batches.
+# --------------------------------------------------------------------------------------
+
+INPUT_KEYS = {
+    "suite", "command", "env", "case", "max_segments", "open_rows", "rows", "max_len", "steps", "warmup",
+    "pairs", "pairs_per_s", "rows_per_s", "useful_tokens_per_s", "packing_efficiency", "pairs_per_row",
+    "first_batch_s", "cores_used", "other_load", "needs_tensorflow", "tensorflow_version", "records", "shards",
+    "length_mean", "length_median", "share_at_cap",
+}
+
+
+def test_input_reduced_times_packed_and_unpacked_batches(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow")
+    from bench import input_suite
+
+    monkeypatch.setattr(input_suite, "DEFAULT_RECORDS", 240)
+    monkeypatch.setattr(input_suite, "DEFAULT_SHARDS", 2)
+    monkeypatch.setattr(input_suite, "DEFAULT_SHUFFLE_BUFFER", 64)
+    out, md = tmp_path / "results.jsonl", tmp_path / "BENCHMARKS.md"
+    argv = ["--suite", "input", "--steps", "3", "--warmup", "1", "--output", str(out), "--markdown", str(md)]
+    returned = bench_run.main(argv)
+
+    records = {r["case"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert list(records) == list(input_suite.CASES) and list(records.values()) == json.loads(json.dumps(returned))
+    for case, r in records.items():
+        assert INPUT_KEYS <= set(r), INPUT_KEYS - set(r)
+        assert (r["suite"], r["steps"], r["warmup"], r["rows"], r["max_len"]) == ("input", 3, 1, 32, 512)
+        assert (r["records"], r["shards"], r["needs_tensorflow"]) == (240, 2, True)
+        assert (r["max_segments"], r["open_rows"]) == input_suite.CASE_CONFIG[case]
+        for key in ("pairs_per_s", "rows_per_s", "useful_tokens_per_s", "first_batch_s", "cores_used"):
+            assert report.is_finite_positive(r[key]), (case, key, r[key])
+        assert 0 < r["packing_efficiency"] <= 1
+        assert math.isclose(r["rows_per_s"], 3 * 32 / r["seconds"], rel_tol=1e-12)
+        assert math.isclose(r["pairs_per_s"], r["pairs"] / r["seconds"], rel_tol=1e-12)
+        assert r["pairs_per_row"] <= r["max_segments"]
+    assert records["unpacked"]["pairs_per_row"] == 1.0
+    assert records["packed"]["packing_efficiency"] > records["unpacked"]["packing_efficiency"]
+    assert records["packed-open1"]["packing_efficiency"] > records["unpacked"]["packing_efficiency"]
+    cells = _table_cells(md.read_text(), "packed", input_suite.COLUMNS)
+    assert cells["efficiency"] == f"{records['packed']['packing_efficiency']:.1%}"
+
+
+def test_input_summarize_and_lengths():
+    import numpy as np
+
+    from bench import input_suite
+
+    seg = np.array([[1, 1, 2, 0], [1, 0, 0, 0]])
+    batch = {"segment_ids": seg, "label_mask": np.array([[1.0, 1.0], [1.0, 0.0]])}
+    r = input_suite.summarize("x", [batch, batch], 2.0)
+    assert (r["pairs"], r["pairs_per_s"], r["rows_per_s"], r["useful_tokens_per_s"]) == (6, 3.0, 2.0, 4.0)
+    assert r["packing_efficiency"] == 0.5 and r["pairs_per_row"] == 1.5 and r["batch"] == "2×4"
+    lengths = input_suite.pair_lengths(50_000)
+    stats = input_suite.length_stats(lengths)
+    # ANCHORS' BIG-bench pairs: mean 101, median 60, p90 256, 3.5% at the 512 cap.
+    assert 90 <= stats["length_mean"] <= 110 and stats["length_median"] == 60
+    assert 220 <= stats["length_p90"] <= 280 and 0.015 <= stats["share_at_cap"] <= 0.05
+    assert lengths.min() >= input_suite.LENGTH_MIN and lengths.max() == 512
+
+
+def test_only_the_input_suite_imports_tensorflow():
+    """Loading every suite module, and running rouge, leaves TensorFlow unloaded (checked in a fresh process)."""
+    import subprocess
+
+    pytest.importorskip("rouge_score")
+    code = ("import sys\n"
+            "from bench import run\n"
+            "for s in run.SUITES.values(): s.load()\n"
+            "from bench import rouge_suite\n"
+            "rouge_suite.run(pairs=20, steps=1, warmup=0)\n"
+            "assert 'tensorflow' not in sys.modules, 'a suite imported TensorFlow'\n")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
