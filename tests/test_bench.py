@@ -49,7 +49,8 @@ def test_encoder_cpu_reduced_writes_json_lines_and_a_markdown_table(tmp_path):
     assert r["max_abs_logit_diff"] < 1e-5
     assert math.isclose(r["ours_loss"], r["theirs_loss"], rel_tol=1e-4, abs_tol=1e-6)
     assert r["command"] == "python -m bench.run " + " ".join(argv)
-    assert "tensorflow" not in sys.modules
+    # In-process, other test modules may have loaded TensorFlow already; the fresh-process check
+    # (test_only_the_input_suite_imports_tensorflow) is the one that proves suites stay free of it.
     assert r["other_load"] is None or 0 <= r["other_load"] <= 1.5
 
     text = md.read_text()
