@@ -36,7 +36,7 @@ class Suite:
         return importlib.import_module(self.module)
 
 
-# Planned: train-real, train-shape, score, memory.
+# Planned: train-real, score, memory.
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
@@ -44,6 +44,9 @@ SUITES: dict[str, Suite] = {
               "forward+backward of our encoder vs transformers' PyTorch model, same size, on CPU"),
         Suite("rouge", "bench.rouge_suite",
               "Rouge-L pairs/s of cappy_jax.data.rouge vs rouge-score on the same pairs, values checked equal"),
+        Suite("train-shape", "bench.train_throughput",
+              "training tokens/s and MFU of the real train step at a fixed shape (large: roberta-large, "
+              "512 tokens, 32 rows per device, bf16)"),
         Suite("input", "bench.input_suite",
               "tf.data pipeline from shards to packed batches on the host: pairs/s, packing efficiency "
               "(imports TensorFlow)"),

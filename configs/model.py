@@ -5,8 +5,6 @@ of these under `config.model`. Checkpoint conversions (`convert from-hf`) take t
 architecture from the HF `config.json` instead.
 """
 
-import ml_collections
-
 # RoBERTa's position table has 2 extra rows: ids count from padding_idx + 1 = 2.
 _ROBERTA = dict(family="roberta", vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
                 layer_norm_eps=1e-5, hidden_act="gelu", pad_token_id=1, position_offset=2,
@@ -22,7 +20,9 @@ VARIANTS = {
 }
 
 
-def get_config(variant: str = "large") -> ml_collections.ConfigDict:
+def get_config(variant: str = "large") -> "ml_collections.ConfigDict":
+    import ml_collections  # here, so VARIANTS and RULES import where ml_collections is absent (GPU bench)
+
     if variant not in VARIANTS:
         raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(VARIANTS)}")
     config = ml_collections.ConfigDict(VARIANTS[variant])

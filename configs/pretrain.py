@@ -9,8 +9,6 @@ paper's model (roberta-large, 355M parameters).
 
 from __future__ import annotations
 
-import ml_collections
-
 from configs import model as model_configs
 
 # Logical axis (cappy_jax/model.py) -> mesh axis (cappy_jax/sharding.py). Unlisted names are replicated.
@@ -40,7 +38,9 @@ VARIANTS = {
 }
 
 
-def get_config(variant: str = "large") -> ml_collections.ConfigDict:
+def get_config(variant: str = "large") -> "ml_collections.ConfigDict":
+    import ml_collections  # here, so VARIANTS and RULES import where ml_collections is absent (GPU bench)
+
     if variant not in VARIANTS:
         raise ValueError(f"unknown pretrain variant {variant!r}; choose one of {sorted(VARIANTS)}")
     v = VARIANTS[variant]

@@ -251,3 +251,17 @@ def test_only_the_input_suite_imports_tensorflow():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_train_shape_reduced_times_the_real_train_step(tmp_path):
+    out, md = tmp_path / "results.jsonl", tmp_path / "BENCHMARKS.md"
+    argv = ["--suite", "train-shape", "--cases", "tiny", "--steps", "2", "--warmup", "1", "--output", str(out),
+            "--markdown", str(md)]
+    (r,) = bench_run.main(argv)
+    devices = r["devices"]
+    assert (r["case"], r["rows"], r["seq_len"], r["steps"]) == ("tiny", 4 * devices, 128, 2)
+    assert report.is_finite_positive(r["tokens_per_s"]) and report.is_finite_positive(r["compile_s"])
+    assert math.isclose(r["tokens_per_s"], r["rows"] * r["seq_len"] / r["step_s"], rel_tol=1e-12)
+    assert math.isfinite(r["loss"]) and r["params"] == 112_449
+    assert r["mfu_percent"] is None  # a CPU has no listed peak
+    assert "train-shape" in md.read_text() and r["command"] == "python -m bench.run " + " ".join(argv)

@@ -1,0 +1,135 @@
+"""Suite `train-shape`: training tokens/s and MFU of the real train step at a fixed shape.
+
+    python -m bench.run --suite train-shape [--cases large]
+
+The step is `cappy_jax.train.train_step` as training compiles it (`train.build`: state sharded over a
+data-parallel mesh of every local device, donated, AdamW + clipping, bfloat16 compute, dropout on),
+fed synthetic full rows (one pair of `seq_len` tokens per row, so tokens/s counts no padding). Cases:
+`large` is the issue's figure (roberta-large, length 512, batch 32 per device, bfloat16); `tiny` is
+the reduced form CI runs on CPU. Needs neither TensorFlow nor ml_collections (the GPU machine has
+neither): the config is a plain namespace built from `configs/pretrain.py`'s data.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import types
+from typing import Any
+
+import jax
+import numpy as np
+
+from bench.report import Column
+from cappy_jax import metrics as metrics_lib
+from cappy_jax import model as model_lib
+from cappy_jax import sharding as sharding_lib
+from cappy_jax import train
+from configs import model as model_configs
+from configs import pretrain
+
+CASES = ("tiny", "large")
+DEFAULT_STEPS = {"tiny": 5, "large": 20}
+DEFAULT_WARMUP = 2
+SHAPES = {
+    # rows per device, tokens per row, compute dtype
+    "tiny": dict(model="tiny", rows_per_device=4, seq_len=128, dtype="float32"),
+    "large": dict(model="large", rows_per_device=32, seq_len=512, dtype="bfloat16"),
+}
+
+NOTE = ("train step of cappy_jax.train (AdamW, clip 1.0, dropout 0.1, bce loss) on a data-parallel mesh over "
+        "all local devices, synthetic full rows (no padding); median step seconds after compile and warm-up; "
+        "tokens/s over all devices; MFU = tokens/s/device x analytic training FLOPs per token "
+        "(cappy_jax.metrics.encoder_flops_per_token) / the device's dense bf16 peak")
+
+COLUMNS = (
+    Column("case", "case"),
+    Column("device", "device_kind"),
+    Column("devices", "devices", "d"),
+    Column("params", "params", ",d"),
+    Column("rows×tokens", "batch"),
+    Column("dtype", "dtype"),
+    Column("remat", "remat"),
+    Column("compile (s)", "compile_s", ".1f"),
+    Column("step (s)", "step_s", ".4f"),
+    Column("tokens/s", "tokens_per_s", ",.0f"),
+    Column("pairs/s", "pairs_per_s", ",.1f"),
+    Column("MFU", "mfu_percent", ".1f"),
+    Column("steps", "steps", "d"),
+)
+
+
+def _config(seq_len: int) -> Any:
+    """What `train.build` reads, as a plain namespace (no ml_collections on the GPU machine)."""
+    return types.SimpleNamespace(
+        optim=dict(learning_rate=1e-5, warmup_fraction=0.06, schedule="linear", end_fraction=0.0,
+                   weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-6, clip_norm=1.0),
+        num_steps=100_000, loss="bce", rules=pretrain.RULES, init_from="", seed=0,
+        data=types.SimpleNamespace(max_len=seq_len))
+
+
+def synthetic_batch(rows: int, seq_len: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """`[1, rows, seq_len]` (one micro-batch): every row one full pair, labels in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    batch = {
+        "input_ids": rng.integers(5, vocab, (rows, seq_len)).astype(np.int32),
+        "segment_ids": np.ones((rows, seq_len), np.int32),
+        "position_ids": np.broadcast_to(np.arange(seq_len, dtype=np.int32), (rows, seq_len)).copy(),
+        "token_type_ids": np.zeros((rows, seq_len), np.int32),
+        "cls_index": np.zeros((rows, 1), np.int32),
+        "labels": rng.random((rows, 1)).astype(np.float32),
+        "label_mask": np.ones((rows, 1), np.float32),
+    }
+    return {k: v[None] for k, v in batch.items()}
+
+
+def measure(case: str, *, steps: int, warmup: int, remat: bool = False) -> dict[str, Any]:
+    shape = SHAPES[case]
+    mcfg = model_lib.ModelConfig.from_dict(dict(model_configs.VARIANTS[shape["model"]], dtype=shape["dtype"],
+                                                remat=remat, dropout_rate=0.1))
+    seq_len = min(shape["seq_len"], mcfg.max_len)
+    devices = jax.local_devices()
+    mesh = sharding_lib.make_mesh({"data": -1}, devices=devices)
+    config = _config(seq_len)
+    setup = train.build(config, mesh, mcfg)
+    state = train.initial_state(config, setup)
+    rows = shape["rows_per_device"] * len(devices)
+    batch_sh = sharding_lib.NamedSharding(mesh, sharding_lib.PartitionSpec(None, sharding_lib.BATCH_AXES))
+    batch = {k: jax.device_put(v, batch_sh) for k, v in synthetic_batch(rows, seq_len, mcfg.vocab_size).items()}
+    rng = jax.random.key(0)
+    t0 = time.perf_counter()
+    compiled = setup.step_fn.lower(state, batch, rng).compile()
+    compile_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        state, out = compiled(state, batch, rng)
+        jax.block_until_ready(out["loss"])
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        state, out = compiled(state, batch, rng)
+        jax.block_until_ready(out["loss"])
+        times.append(time.perf_counter() - t)
+    step_s = statistics.median(times)
+    loss = float(out["loss"])
+    if not np.isfinite(loss):
+        raise RuntimeError(f"{case}: the benchmarked step gave loss {loss}")
+    tokens_per_s = rows * seq_len / step_s
+    kind = devices[0].device_kind
+    flops = metrics_lib.encoder_flops_per_token(num_layers=mcfg.num_layers, hidden_size=mcfg.hidden_size,
+                                                intermediate_size=mcfg.intermediate_size, seq_len=seq_len)
+    mfu = metrics_lib.mfu(tokens_per_s / len(devices), flops, metrics_lib.peak_flops(kind))
+    return {
+        "case": case, "device_kind": kind, "devices": len(devices),
+        "params": model_lib.count_params(state.params), "batch": f"{rows}×{seq_len}", "rows": rows,
+        "seq_len": seq_len, "dtype": shape["dtype"], "remat": remat, "compile_s": compile_s, "step_s": step_s,
+        "tokens_per_s": tokens_per_s, "pairs_per_s": rows / step_s,
+        "mfu_percent": 100 * mfu if np.isfinite(mfu) else None,  # None: unknown peak (a CPU) "flops_per_token": flops,
+        "loss": loss, "steps": steps, "warmup": warmup,
+    }
+
+
+def run(*, steps: int | None = None, warmup: int | None = None, cases: list[str] | None = None) -> list[dict]:
+    if cases is None:  # roberta-large at batch 32 x 512 is for accelerators; a CPU runs the reduced case
+        cases = ["tiny"] if jax.default_backend() == "cpu" else list(CASES)
+    return [measure(c, steps=steps or DEFAULT_STEPS[c], warmup=DEFAULT_WARMUP if warmup is None else warmup)
+            for c in cases]
