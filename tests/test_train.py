@@ -174,3 +174,37 @@ def test_sigterm_leaves_a_restorable_checkpoint(data_dir, tmp_path):
     assert steps and "stopping at step" in out
     loaded = checkpoint.load_scorer(workdir)
     assert np.isfinite(np.asarray(loaded.params["head"]["out_proj"]["kernel"])).all()
+
+
+def test_keeps_the_last_and_the_best_checkpoint(data_dir, tmp_path):
+    config = tiny_config(data_dir, num_steps=8, eval_every=2, checkpoint_every=2, keep_last=1, keep_best=1,
+                         best_metric="eval/mean_over_tasks/loss", best_mode="min")
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    evals = {r["step"]: r["eval/mean_over_tasks/loss"] for r in rows if "eval/mean_over_tasks/loss" in r and r["step"]}
+    best = min(evals, key=evals.get)
+    assert set(checkpoint.training_steps(tmp_path / "run")) == {best, 8}
+
+
+def test_finetune_adapts_an_existing_scorer(data_dir, tmp_path, minilm_dir):
+    from cappy_jax import convert
+    from configs import finetune
+
+    scorer = convert.from_hf(str(minilm_dir), str(tmp_path / "minilm"))
+    config = finetune.get_config()
+    config.init_from = str(scorer)
+    config.data.dir = data_dir
+    config.data.max_len = 64
+    config.data.eval_rows = 8
+    config.global_rows = 8
+    config.num_steps = 3
+    config.eval_every = 0
+    config.checkpoint_every = 3
+    train.train_and_evaluate(config, str(tmp_path / "ft"))
+    start = checkpoint.load_scorer(scorer)
+    tuned = checkpoint.load_scorer(tmp_path / "ft")
+    assert (tuned.config.family, tuned.config.num_layers, tuned.config.hidden_size) == ("bert", 6, 384)
+    a = np.asarray(start.params["layer_0"]["mlp_in"]["kernel"])
+    b = np.asarray(tuned.params["layer_0"]["mlp_in"]["kernel"])
+    # Started from the converted weights (not a fresh init) and moved a little: lr 2e-5 for 3 steps.
+    assert 0 < np.abs(a - b).max() < 1e-3
