@@ -57,7 +57,6 @@ STAT_KEYS = ("examples", "skipped_bad", "duplicates", "skipped_empty")
 ROW_BACKENDS = ("hf", "tfds", "jsonl")
 TEMPLATE_SELECTIONS = ("all", "original_task")
 _PROBLEMS_LOGGED = 3
-_PROBLEMS_KEPT = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -454,24 +453,8 @@ def _read_promptsource(config: Mapping[str, Any], unit: Unit) -> tuple[list[Exam
 def _apply(template: ps.Template, indexed: Iterable[tuple[int, dict[str, Any]]], *, task: str, id_prefix: str,
            seed: int, truncate: int | None, skip_bad: bool, stats: ps.ApplyStats) -> list[Example]:
     """`ps.apply_all`, but ids keep each row's index in the full split (a capped sample has gaps)."""
-    examples = []
-    for index, row in indexed:
-        try:
-            example = ps.apply(template, row, task=task, example_id=f"{id_prefix}{index}", truncate=truncate,
-                               seed=seed)
-        except ps.TemplateError as e:
-            if not skip_bad:
-                raise
-            stats.skipped_bad += 1
-            if len(stats.problems) < _PROBLEMS_KEPT:
-                stats.problems.append(str(e))
-            continue
-        if example is None:
-            stats.skipped_empty += 1
-            continue
-        stats.examples += 1
-        examples.append(example)
-    return examples
+    return list(ps.apply_all(template, indexed, task=task, skip_bad=skip_bad, stats=stats, truncate=truncate,
+                             seed=seed, id_prefix=id_prefix, indexed=True))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -310,13 +310,17 @@ class ApplyStats:
 
 def apply_all(template: Template, rows: Iterable[dict[str, Any]], *, task: str | None = None,
               skip_bad: bool = False, stats: ApplyStats | None = None, truncate: int | None = TEXT_VAR_LENGTH,
-              seed: int | str = 0, id_prefix: str = "") -> Iterator[Example]:
-    """`apply` over rows; example ids are `{id_prefix}{row index}`; task defaults to T0's task name."""
+              seed: int | str = 0, id_prefix: str = "", indexed: bool = False) -> Iterator[Example]:
+    """`apply` over rows; example ids are `{id_prefix}{row index}`; task defaults to T0's task name.
+
+    With `indexed`, `rows` yields `(index, row)` pairs, so a sample of a split keeps each row's
+    index in the full split as its id.
+    """
     stats = stats if stats is not None else ApplyStats()
     if task is None:
         task = task_name(template.dataset or "unknown", template.subset, template.name)
     before = (stats.skipped_empty, stats.skipped_bad)
-    for index, row in enumerate(rows):
+    for index, row in (rows if indexed else enumerate(rows)):
         try:
             example = apply(template, row, task=task, example_id=f"{id_prefix}{index}", truncate=truncate, seed=seed)
         except TemplateError as e:
