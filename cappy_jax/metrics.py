@@ -161,6 +161,15 @@ def _top_index(scores: np.ndarray, codes: np.ndarray, num_groups: int) -> np.nda
     return top
 
 
+def _correct_groups(y: np.ndarray, codes: np.ndarray, num_groups: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each group's best label and which groups count (best > 0); (.., None) when none does."""
+    if num_groups == 0:
+        return np.zeros(0), None
+    best = _group_max(y, codes, num_groups)
+    counted = best > 0
+    return best, counted if counted.any() else None
+
+
 def selection_accuracy(scores: Any, labels: Any, groups: Any) -> float:
     """Fraction of groups whose top-scored candidate is a correct one.
 
@@ -176,11 +185,8 @@ def selection_accuracy(scores: Any, labels: Any, groups: Any) -> float:
     y = _vector(labels, "labels")
     codes, num_groups = _group_codes(groups)
     _same_length(scores=s, labels=y, groups=codes)
-    if num_groups == 0:
-        return math.nan
-    best = _group_max(y, codes, num_groups)
-    counted = best > 0
-    if not counted.any():
+    best, counted = _correct_groups(y, codes, num_groups)
+    if counted is None:
         return math.nan
     top = _top_index(s, codes, num_groups)
     hit = y[top] == best
@@ -196,11 +202,8 @@ def expected_chance_accuracy(labels: Any, groups: Any) -> float:
     y = _vector(labels, "labels")
     codes, num_groups = _group_codes(groups)
     _same_length(labels=y, groups=codes)
-    if num_groups == 0:
-        return math.nan
-    best = _group_max(y, codes, num_groups)
-    counted = best > 0
-    if not counted.any():
+    best, counted = _correct_groups(y, codes, num_groups)
+    if counted is None:
         return math.nan
     size = np.bincount(codes, minlength=num_groups)
     correct = np.bincount(codes, weights=(y == best[codes]).astype(np.float64), minlength=num_groups)
