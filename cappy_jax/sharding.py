@@ -61,6 +61,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
+def accum_batch_sharding(mesh: Mesh) -> NamedSharding:
+    """`[accum, rows, ...]` training batches: micro-batch axis whole, rows split over data x fsdp."""
+    return NamedSharding(mesh, PartitionSpec(None, BATCH_AXES))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

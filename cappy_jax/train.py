@@ -174,7 +174,7 @@ def build(config: Any, mesh: jax.sharding.Mesh, mcfg: model_lib.ModelConfig) -> 
     shardings = sharding_lib.logical_shardings(specs, mesh, config.rules)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             nn.unbox(boxed), shardings)
-    batch_sh = sharding_lib.NamedSharding(mesh, sharding_lib.PartitionSpec(None, sharding_lib.BATCH_AXES))
+    batch_sh = sharding_lib.accum_batch_sharding(mesh)
     step_fn = jax.jit(
         lambda state, batch, rng: train_step(state, batch, rng, model=model, tx=tx, loss=config.loss),
         in_shardings=(shardings, batch_sh, sharding_lib.replicated(mesh)),
@@ -322,10 +322,11 @@ def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: list[st
         scores[batch["pair_index"][keep]] = out[keep]
     seen = ~np.isnan(scores)
     labels = records["label"][seen]
-    per_pair = -(labels * np.log(np.clip(scores[seen], 1e-7, 1)) +
-                 (1 - labels) * np.log(np.clip(1 - scores[seen], 1e-7, 1)))
     if config.loss == "mse":
         per_pair = np.square(scores[seen] - labels)
+    else:
+        per_pair = -(labels * np.log(np.clip(scores[seen], 1e-7, 1)) +
+                     (1 - labels) * np.log(np.clip(1 - scores[seen], 1e-7, 1)))
     if jax.process_count() > 1:
         log.warning("eval metrics cover this host's eval shards only (process %d)", jax.process_index())
     tasks = np.asarray(records["task"])[seen]
@@ -393,6 +394,7 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
     writer = metric_writers.MetricWriter(workdir_path, enabled=lead)
     schedule = learning_rate_schedule(config.optim, int(config.num_steps))
     accum = int(config.grad_accum)
+    accum_sh = sharding_lib.accum_batch_sharding(mesh)
     rng = jax.random.key(int(config.seed) + 1)
     flops_per_token = metrics_lib.encoder_flops_per_token(
         num_layers=mcfg.num_layers, hidden_size=mcfg.hidden_size, intermediate_size=mcfg.intermediate_size,
@@ -432,9 +434,7 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
             local = next(train_iter)
             local = {k: v.reshape(accum, v.shape[0] // accum, *v.shape[1:]) for k, v in local.items()
                      if k != "pair_index"}
-            batch = {k: jax.make_array_from_process_local_data(
-                sharding_lib.NamedSharding(mesh, sharding_lib.PartitionSpec(None, sharding_lib.BATCH_AXES)), v)
-                for k, v in local.items()}
+            batch = {k: jax.make_array_from_process_local_data(accum_sh, v) for k, v in local.items()}
             state, out = setup.step_fn(state, batch, rng)
             out = jax.device_get(out)
             step += 1

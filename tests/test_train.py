@@ -78,8 +78,8 @@ def test_sharded_step_equals_single_device_step(data_dir):
         if name == "sharded":
             assert state.params["layer_0"]["mlp_in"]["kernel"].sharding.spec == P("fsdp", "tensor")
             assert state.opt_state[1][0].mu["layer_0"]["mlp_in"]["kernel"].sharding.spec == P("fsdp", "tensor")
-        batch = {k: jax.make_array_from_process_local_data(
-            jax.sharding.NamedSharding(mesh, P(None, sharding.BATCH_AXES)), v) for k, v in local.items()}
+        batch = {k: jax.make_array_from_process_local_data(sharding.accum_batch_sharding(mesh), v)
+                 for k, v in local.items()}
         new_state, out = setup.step_fn(state, batch, jax.random.key(0))
         results[name] = (float(out["loss"]), jax.tree.map(np.asarray, new_state.params))
     assert results["sharded"][0] == pytest.approx(results["single"][0], abs=1e-6)
