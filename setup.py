@@ -20,6 +20,7 @@ setup(
         "absl-py>=2.1",
         "etils[epath]>=1.7",
         "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow in the training loop
+        "matplotlib>=3.8",    # the evaluation report's PNG plots (Agg backend, no display needed)
     ],
     extras_require={
         # Data construction and the tf.data input pipeline (TensorFlow stays inside cappy_jax/data).

@@ -22,3 +22,42 @@ def quiet_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         ours.addHandler(handler)
         ours.propagate = False
+
+
+class Progress:
+    """A progress line on stderr for slow loops: done/total, rate and ETA, at most every `every` seconds.
+
+    Call it with the number of items just finished (it is a `scoring.Progress`); `close()` prints
+    the final line. Silent when the total is below `min_total`, so small inputs stay quiet.
+    """
+
+    def __init__(self, total: int, what: str = "pairs", *, every: float = 2.0, min_total: int = 1000) -> None:
+        import time
+
+        self.total, self.what, self.every = int(total), what, every
+        self.enabled = self.total >= min_total
+        self.done = 0
+        self._clock = time.monotonic
+        self._start = self._last = self._clock()
+
+    def __call__(self, n: int) -> None:
+        self.done += int(n)
+        now = self._clock()
+        if self.enabled and now - self._last >= self.every:
+            self._last = now
+            self._print(now)
+
+    def _print(self, now: float) -> None:
+        import sys
+
+        rate = self.done / max(now - self._start, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        print(f"\r{self.done:,}/{self.total:,} {self.what} ({self.done / max(self.total, 1):.0%}), "
+              f"{rate:,.0f} {self.what}/s, ETA {eta:,.0f}s ", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        import sys
+
+        if self.enabled:
+            self._print(self._clock())
+            print(file=sys.stderr, flush=True)

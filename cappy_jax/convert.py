@@ -212,21 +212,28 @@ def _shape_at(tree: Mapping, path: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(tree)
 
 
-def from_hf(src_dir: str, dst: str, *, head_activation: str | None = None, fresh_head: bool = False,
-            seed: int = 0, overwrite: bool = False) -> epath.Path:
-    """Converts an HF BERT/RoBERTa directory into a scorer directory."""
+def load_hf(src_dir: str, *, head_activation: str | None = None, fresh_head: bool = False,
+            seed: int = 0) -> tuple[model_lib.ModelConfig, dict[str, Any], list[str]]:
+    """(config, params, notes) of an HF BERT/RoBERTa directory, in memory (numpy float32)."""
     src = epath.Path(src_dir)
     if not (src / "config.json").exists():
-        raise FileNotFoundError(f"{src} has no config.json; point from-hf at an HF model directory "
+        raise FileNotFoundError(f"{src} has no config.json; point at an HF model directory "
                                 "(the folder save_pretrained wrote)")
     hf_config = json.loads((src / "config.json").read_text())
     overrides = {"head_activation": head_activation} if head_activation else {}
     config = model_lib.ModelConfig.from_hf(hf_config, **overrides)
     log.info("reading weights from %s", src)
     params, notes = params_from_hf(read_hf_weights(src), config, fresh_head=fresh_head, seed=seed)
+    return config, params, notes
+
+
+def from_hf(src_dir: str, dst: str, *, head_activation: str | None = None, fresh_head: bool = False,
+            seed: int = 0, overwrite: bool = False) -> epath.Path:
+    """Converts an HF BERT/RoBERTa directory into a scorer directory."""
+    config, params, notes = load_hf(src_dir, head_activation=head_activation, fresh_head=fresh_head, seed=seed)
     for note in notes:
         log.info("%s", note)
-    out = ckpt_lib.save_scorer(dst, params, config, src, overwrite=overwrite)
+    out = ckpt_lib.save_scorer(dst, params, config, src_dir, overwrite=overwrite)
     log.info("wrote scorer %s (%s, %.1fM parameters, head %s)", out, config.family,
              model_lib.count_params(params) / 1e6, config.head_activation)
     return out

@@ -83,3 +83,19 @@ def write_jsonl(path, *, task, n, seed, classification=False, fixed_label=None):
                 rec = {"task": task, "instruction": f"Repeat the words reversed: {words} ({i})",
                        "references": [" ".join(reversed(words.split()))]}
             f.write(json.dumps(rec) + "\n")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory, minilm_dir) -> pathlib.Path:
+    """A tiny random BERT sequence classifier (one output) with the MiniLM tokenizer, in HF format."""
+    out = tmp_path_factory.mktemp("tiny_hf")
+    make_hf_model("bert", out, minilm_dir, seed=1, vocab_size=30522, max_position_embeddings=130)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_scorer_dir(tmp_path_factory, tiny_hf_dir) -> pathlib.Path:
+    """`tiny_hf_dir` converted into a scorer directory (sigmoid head): what the scoring tests load."""
+    from cappy_jax import convert
+
+    return pathlib.Path(convert.from_hf(str(tiny_hf_dir), str(tmp_path_factory.mktemp("tiny") / "scorer")))
