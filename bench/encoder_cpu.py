@@ -12,7 +12,6 @@ mode and gradients on. Compilation and warm-up are timed apart from the steps.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence

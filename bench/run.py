@@ -1,6 +1,6 @@
 """The one benchmark entry point.
 
-    python -m bench.run --suite encoder-cpu [--steps N] [--warmup N] [--cases a,b]
+    python -m bench.run --suite encoder-cpu [--steps N] [--warmup N] [--cases a,b] [--baseline HF_BASELINE]
                         [--output bench/results.jsonl] [--markdown BENCHMARKS.md | --no-markdown]
 
 Appends one JSON line per measurement to `--output` and a dated table, naming
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ class Suite:
         return importlib.import_module(self.module)
 
 
-# Planned: train-real, score, memory.
+# Planned: train-real, memory.
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
@@ -47,6 +48,9 @@ SUITES: dict[str, Suite] = {
         Suite("train-shape", "bench.train_throughput",
               "training tokens/s and MFU of the real train step at a fixed shape (large: roberta-large, "
               "512 tokens, 32 rows per device, bf16)"),
+        Suite("score", "bench.score_suite",
+              "pairs/s of the scoring API on real BIG-bench pair lengths at two batch sizes, next to "
+              "hf_baseline.py's scoring (--baseline) in the same command"),
         Suite("input", "bench.input_suite",
               "tf.data pipeline from shards to packed batches on the host: pairs/s, packing efficiency "
               "(imports TensorFlow)"),
@@ -63,6 +67,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per case (default: the suite's)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps before timing (default: the suite's)")
     parser.add_argument("--cases", default=None, help="comma-separated subset of the suite's cases (default: all)")
+    parser.add_argument("--baseline", default=None,
+                        help="path to ../shared/bench/hf_baseline.py: suites that compare run it in the same command")
     parser.add_argument("--output", type=pathlib.Path, default=REPO / "bench" / "results.jsonl",
                         help="JSON-lines file to append to")
     parser.add_argument("--markdown", type=pathlib.Path, default=REPO / "BENCHMARKS.md",
@@ -90,7 +96,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
     command = report.command_line(argv)
     env = report.environment(REPO)
-    measurements = module.run(steps=args.steps, warmup=args.warmup, cases=cases)
+    kwargs = {}
+    if args.baseline:
+        if "baseline" not in inspect.signature(module.run).parameters:
+            raise SystemExit(f"suite {suite.name} has no baseline to compare with; drop --baseline")
+        kwargs["baseline"] = str(pathlib.Path(args.baseline).resolve())
+    measurements = module.run(steps=args.steps, warmup=args.warmup, cases=cases, **kwargs)
     records = [{"suite": suite.name, "command": command, "env": env, **m} for m in measurements]
     report.append_jsonl(args.output, records)
     section = report.markdown_section(suite.name, env, command, report.markdown_table(module.COLUMNS, records),

@@ -146,9 +146,12 @@ def plan_batches(lengths: Sequence[int] | np.ndarray, opts: ScoringOptions, *,
 
 
 class Scorer:
-    """A loaded scorer, ready to score pairs on every local device."""
+    """A loaded scorer, ready to score pairs on every local device.
 
-    def __init__(self, config: model_lib.ModelConfig, params: Any, tokenizer: PairTokenizer,
+    `tokenizer=None` gives a scorer of pre-encoded pairs only (`score_tokens`), e.g. for benchmarks.
+    """
+
+    def __init__(self, config: model_lib.ModelConfig, params: Any, tokenizer: PairTokenizer | None,
                  opts: ScoringOptions | None = None, *, devices: Sequence[jax.Device] | None = None) -> None:
         self.opts = opts or options()
         self.config = config.replace(dtype=self.opts.dtype, attention=self.opts.attention)
@@ -156,7 +159,7 @@ class Scorer:
         if self.opts.max_len > self.config.max_len:
             raise ValueError(f"max_len={self.opts.max_len} exceeds the model's {self.config.max_len} positions: "
                              f"pass max_len={self.config.max_len}")
-        if tokenizer.vocab_size > self.config.vocab_size:
+        if tokenizer is not None and tokenizer.vocab_size > self.config.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocabulary "
                              f"{self.config.vocab_size}: tokenizer and weights come from different models")
         checkpoint.check_params(params, self.config)
@@ -228,8 +231,15 @@ class Scorer:
             k += len(candidates)
         return out
 
-    def _score_chunk(self, pairs: Sequence[Pair], progress: Progress | None) -> np.ndarray:
-        enc = self.tokenizer.encode_pairs([p[0] for p in pairs], [p[1] for p in pairs], self.opts.max_len)
+    def score_tokens(self, input_ids: Sequence[np.ndarray], token_type_ids: Sequence[np.ndarray], *,
+                     progress: Progress | None = None) -> np.ndarray:
+        """Scores pairs already encoded (`PairTokenizer.encode_pairs`), in order; at most `max_len` each."""
+        if len(input_ids) != len(token_type_ids):
+            raise ValueError(f"{len(input_ids)} input_ids for {len(token_type_ids)} token_type_ids")
+        lengths = np.array([len(x) for x in input_ids], np.int64)
+        if lengths.size and (lengths.max() > self.opts.max_len or lengths.min() < 1):
+            raise ValueError(f"pair lengths must be within 1..max_len={self.opts.max_len}, got "
+                             f"{int(lengths.min())}..{int(lengths.max())}")
         in_flight: list[tuple[jax.Array, np.ndarray]] = []
         done: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -239,9 +249,9 @@ class Scorer:
             if progress is not None:
                 progress(int((pair_index >= 0).sum()))
 
-        for plan in plan_batches(enc.lengths(), self.opts, multiple_of=len(self.devices)):
-            batch = packing.make_batch(enc.input_ids, enc.token_type_ids, plan.rows, max_len=plan.width,
-                                       max_segments=self.opts.max_segments, pad_id=self.tokenizer.pad_token_id,
+        for plan in plan_batches(lengths, self.opts, multiple_of=len(self.devices)):
+            batch = packing.make_batch(input_ids, token_type_ids, plan.rows, max_len=plan.width,
+                                       max_segments=self.opts.max_segments, pad_id=self.config.pad_token_id,
                                        num_rows=plan.num_rows)
             pair_index = batch.pop("pair_index")
             del batch["labels"], batch["label_mask"]
@@ -254,4 +264,10 @@ class Scorer:
         if not done:
             return np.zeros(0, np.float32)
         return packing.unpack_scores(np.concatenate([s.reshape(-1) for s, _ in done]),
-                                     np.concatenate([i.reshape(-1) for _, i in done]), len(pairs))
+                                     np.concatenate([i.reshape(-1) for _, i in done]), len(lengths))
+
+    def _score_chunk(self, pairs: Sequence[Pair], progress: Progress | None) -> np.ndarray:
+        if self.tokenizer is None:
+            raise ValueError("this Scorer has no tokenizer: score pre-encoded pairs with score_tokens")
+        enc = self.tokenizer.encode_pairs([p[0] for p in pairs], [p[1] for p in pairs], self.opts.max_len)
+        return self.score_tokens(enc.input_ids, enc.token_type_ids, progress=progress)

@@ -13,7 +13,7 @@ from typing import Any
 
 DEFAULT: dict[str, Any] = dict(
     max_len=512,          # tokens per (instruction, response) pair after truncation (Cappy's)
-    row_len=256,          # tokens per packed row; a longer pair gets a row of its own
+    row_len=512,          # tokens per packed row (long rows: attention grows, padding and shape count shrink)
     max_segments=16,      # pairs per row at most
     batch_tokens=16384,   # token slots per batch on this host (rows x width), split over its devices
     widths=(32, 64, 128, 256, 512),  # row widths a batch may take: one compilation each

@@ -34,26 +34,13 @@ import tensorflow as tf
 
 from cappy_jax.data import candidates as candidates_lib
 from cappy_jax.data import records, shards
+from cappy_jax.data.records import split_of, stable_hash64 as _hash
 
 log = logging.getLogger("cappy_jax.data.build")
 
-SPLITS = ("train", "validation", "heldout")
+SPLITS = records.SPLITS
 MANIFEST = "manifest.json"
 HISTOGRAM_BINS = 10
-
-
-def _hash(*parts: Any) -> int:
-    """A stable 64-bit hash (Python's own `hash` is salted per process)."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
-def split_of(group_id: str, *, heldout: bool, validation_fraction: float, seed: int) -> str:
-    """Held-out units go whole to `heldout`; of the others, whole example groups go to `validation`."""
-    if heldout:
-        return "heldout"
-    bucket = _hash(seed, "split", group_id) % 1_000_000
-    return "validation" if bucket < validation_fraction * 1_000_000 else "train"
 
 
 class _Sample(beam.DoFn):

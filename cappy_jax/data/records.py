@@ -10,7 +10,9 @@ whether the top-scored candidate of a group is a correct one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+from typing import Any
 
 # Candidate kinds, written into every shard record and counted in the manifest.
 REFERENCE = "reference"      # a ground-truth response: 1.0
@@ -19,6 +21,24 @@ NEGATIVE = "negative"        # a reference of another example of the same task: 
 CORRUPTED = "corrupted"      # a reference with deletions/swaps/truncation: Rouge-L against the references
 LLM_PREFIX = "llm:"          # an LLM sample, e.g. "llm:beam", "llm:top_p": Rouge-L against the references
 KINDS = (REFERENCE, CHOICE, NEGATIVE, CORRUPTED)
+SPLITS = ("train", "validation", "heldout")
+
+
+def stable_hash64(*parts: Any) -> int:
+    """A stable 64-bit hash (Python's own `hash` is salted per process)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def split_of(group_id: str, *, heldout: bool, validation_fraction: float, seed: int) -> str:
+    """Held-out units go whole to `heldout`; of the others, whole example groups go to `validation`.
+
+    Lives here, not in the Beam build, so evaluation finds the same validation examples without Beam.
+    """
+    if heldout:
+        return "heldout"
+    bucket = stable_hash64(seed, "split", group_id) % 1_000_000
+    return "validation" if bucket < validation_fraction * 1_000_000 else "train"
 
 
 @dataclasses.dataclass(frozen=True)

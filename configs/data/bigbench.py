@@ -8,6 +8,12 @@ Variants:
 - generation: the 46 JSON tasks of 1.0.0 whose examples are all generation (`task_kind`), the
   kind of task Cappy's BIG-bench adaptation scores;
 - all: every JSON task (an empty task list means all).
+- downstream: adapting a scorer to one task, as the reference's BIG-bench experiment: give the task
+  (`--config.tasks="('word_sorting',)"`) and an LLM (`--config.llm.name=hf
+  --config.llm.hf.model_dir=...`); references 1.0, one other example's reference 0.0, the LLM's 17
+  samples labelled by Rouge-L; a fifth of the examples go to `validation`, the task's test examples
+  (`python -m cappy_jax.evaluate --config configs/evaluate.py:bigbench_generation --config.split=validation`
+  finds the same ones).
 Override on the command line as usual, e.g. `--config.tasks='("navigate","word_sorting")'`.
 """
 
@@ -59,6 +65,7 @@ VARIANTS = {
     "lite": dict(tasks=LITE_TASKS, heldout_tasks=()),
     "generation": dict(tasks=GENERATION_TASKS, heldout_tasks=()),
     "all": dict(tasks=(), heldout_tasks=()),
+    "downstream": dict(tasks=(), heldout_tasks=(), validation_fraction=0.2, llm_name="hf"),
 }
 
 
@@ -80,5 +87,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         llm=common.llm(),
         output=common.output(),
     ))
+    if "validation_fraction" in v:
+        config.output.validation_fraction = v["validation_fraction"]
+    if "llm_name" in v:
+        config.llm.name = v["llm_name"]
     config.lock()
     return config

@@ -1,0 +1,123 @@
+"""The scoring API: batch planning, packing invariance, selection, loading and option errors."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from cappy_jax import convert, scoring
+from cappy_jax.scoring import Scorer
+from conftest import WORDS
+
+# The tiny scorer (BERT) has 130 positions; 128-token pairs keep the widths powers of two.
+TINY = dict(max_len=128, row_len=128, widths=(16, 32, 64, 128), batch_tokens=512)
+
+
+def _pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(seed)
+    return [(" ".join(rng.choice(WORDS, rng.integers(1, 40))), " ".join(rng.choice(WORDS, rng.integers(1, 12))))
+            for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_scorer_dir) -> Scorer:
+    return Scorer.from_checkpoint(str(tiny_scorer_dir), **TINY)
+
+
+def test_plan_covers_every_pair_once_within_limits() -> None:
+    opts = scoring.options(**TINY, max_segments=4)
+    lengths = np.random.default_rng(1).integers(3, 129, 300)
+    plans = scoring.plan_batches(lengths, opts, multiple_of=8)
+    seen = sorted(i for p in plans for row in p.rows for i in row)
+    assert seen == list(range(len(lengths)))
+    for p in plans:
+        assert p.width in opts.widths and p.num_rows % 8 == 0 and len(p.rows) <= p.num_rows
+        assert p.num_rows * p.width <= max(opts.batch_tokens, 8 * p.width)
+        for row in p.rows:
+            assert 1 <= len(row) <= 4 and lengths[row].sum() <= p.width
+            # The width is the smallest allowed one for the batch's fullest row.
+        fullest = max(lengths[row].sum() for row in p.rows)
+        assert p.width == min(w for w in opts.widths if w >= fullest)
+
+
+def test_plan_narrows_batches_of_short_pairs_and_isolates_long_ones() -> None:
+    opts = scoring.options(**{**TINY, "row_len": 64})
+    plans = scoring.plan_batches([5, 6, 7, 100, 8], opts)
+    widths = {tuple(sorted(i for row in p.rows for i in row)): p.width for p in plans}
+    assert widths == {(3,): 128, (0, 1, 2, 4): 32}  # 26 tokens packed into one 32-wide row
+    assert scoring.plan_batches([], opts) == []
+    with pytest.raises(ValueError, match="wider than the widest row"):
+        scoring.plan_batches([129], opts)
+
+
+def test_scores_do_not_depend_on_packing_or_batch_size(scorer, tiny_scorer_dir) -> None:
+    pairs = _pairs(120)
+    packed = scorer.score(pairs)
+    one_by_one = np.array([scorer.score([p])[0] for p in pairs[:25]])
+    np.testing.assert_allclose(packed[:25], one_by_one, atol=1e-5)
+    for overrides in (dict(batch_tokens=128, max_segments=1, chunk_pairs=7), dict(batch_tokens=4096, row_len=32)):
+        other = Scorer.from_checkpoint(str(tiny_scorer_dir), **{**TINY, **overrides})
+        np.testing.assert_allclose(other.score(pairs), packed, atol=1e-5)
+    assert packed.dtype == np.float32 and np.all((packed > 0) & (packed < 1))
+
+
+def test_scoring_uses_every_local_device(scorer) -> None:
+    assert len(scorer.devices) == len(jax.local_devices()) == 8
+    assert scorer.mesh.shape["data"] == 8
+    leaf = jax.tree.leaves(scorer.params)[0]
+    assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
+
+
+def test_select_picks_the_argmax_and_breaks_ties_to_the_lowest_index(scorer) -> None:
+    instruction = "Which word comes first in the alphabet?"
+    candidates = ["gamma", "alpha beta", "gamma", "alpha beta"]
+    best, scores = scorer.select(instruction, candidates)
+    assert scores[0] == scores[2] and scores[1] == scores[3]
+    assert best == (0 if scores[0] >= scores[1] else 1)
+    many = scorer.select_many([(instruction, candidates), ("Say yes.", ["yes"])])
+    assert many[0][0] == best and many[1][0] == 0
+    np.testing.assert_allclose(many[0][1], scores, atol=1e-6)
+    with pytest.raises(ValueError, match="non-empty list"):
+        scorer.select(instruction, [])
+
+
+def test_progress_counts_every_pair(scorer) -> None:
+    seen: list[int] = []
+    scorer.score(_pairs(50), progress=seen.append)
+    assert sum(seen) == 50 and len(seen) >= 1
+
+
+def test_bad_input_is_named(scorer) -> None:
+    with pytest.raises(ValueError, match="pair 1: response is empty"):
+        scorer.score([("a question", "an answer"), ("another", "  ")])
+    with pytest.raises(TypeError, match="pair 0 must be an"):
+        scorer.score(["not a pair"])
+    assert scorer.score([]).shape == (0,)
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="unknown scoring options"):
+        scoring.options(batch_size=3)
+    with pytest.raises(ValueError, match="widest row"):
+        scoring.options(widths=(16, 32))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        scoring.options(widths=(64, 32, 512))
+    with pytest.raises(ValueError, match="unknown score variant"):
+        scoring.options("huge")
+
+
+def test_max_len_beyond_the_position_table_is_refused(tiny_scorer_dir) -> None:
+    with pytest.raises(ValueError, match="exceeds the model's 130 positions"):
+        Scorer.from_checkpoint(str(tiny_scorer_dir), **{**TINY, "max_len": 256, "widths": (128, 256)})
+
+
+def test_from_hf_equals_from_checkpoint(scorer, tiny_scorer_dir, tmp_path) -> None:
+    hf = convert.to_hf(str(tiny_scorer_dir), str(tmp_path / "hf"))
+    pairs = _pairs(30, seed=2)
+    np.testing.assert_allclose(Scorer.from_hf(str(hf), **TINY).score(pairs), scorer.score(pairs), atol=1e-6)
+
+
+def test_from_hf_refuses_a_model_without_a_score_head(minilm_dir) -> None:
+    with pytest.raises(ValueError, match="no trained score head"):
+        Scorer.from_hf(str(minilm_dir))
