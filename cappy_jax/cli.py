@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 
 def quiet_logging() -> None:
@@ -22,6 +23,26 @@ def quiet_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         ours.addHandler(handler)
         ours.propagate = False
+
+
+def apply_llm_shorthands(config: Any, *, llm: str | None = None, llm_model: str | None = None,
+                         llm_base_url: str | None = None) -> None:
+    """`--llm NAME --llm_model M --llm_base_url URL` into `config.llm` (they win over `--config.llm.*`)."""
+    if llm is not None:
+        config.llm.name = llm
+    name = config.llm.name
+    if llm_model is not None:
+        if name == "hf":
+            config.llm.hf.model_dir = llm_model
+        elif name == "openai":
+            config.llm.openai.model = llm_model
+        else:
+            raise ValueError(f"--llm_model needs a backend: pass --llm hf (a local model dir) or --llm openai "
+                             f"(a served model name), not {name!r}")
+    if llm_base_url is not None:
+        if name != "openai":
+            raise ValueError(f"--llm_base_url is for --llm openai, but the backend is {name!r}")
+        config.llm.openai.base_url = llm_base_url
 
 
 class Progress:

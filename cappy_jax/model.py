@@ -327,7 +327,10 @@ class Scorer(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, batch: Mapping[str, Array], *, deterministic: bool = True) -> Array:
+    def __call__(self, batch: Mapping[str, Array], *, deterministic: bool = True,
+                 mean_pool: bool = False) -> Array:
+        """Logits `[B, S]`; with `mean_pool`, each segment's mean final hidden state `[B, S, H]` instead
+        (the sentence embedding of encoders such as all-MiniLM-L6-v2; the head is not run)."""
         cfg = self.config
         input_ids = batch["input_ids"]
         segment_ids = batch["segment_ids"]
@@ -341,6 +344,11 @@ class Scorer(nn.Module):
         layer_cls = nn.remat(Layer, prevent_cse=True) if cfg.remat else Layer
         for i in range(cfg.num_layers):
             x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, mask)
+        if mean_pool:
+            slots = jnp.arange(1, batch["cls_index"].shape[1] + 1, dtype=segment_ids.dtype)
+            member = (segment_ids[:, :, None] == slots).astype(jnp.float32)  # [B, L, S]
+            sums = jnp.einsum("bls,blh->bsh", member, x.astype(jnp.float32))
+            return sums / jnp.maximum(member.sum(1), 1.0)[..., None]
         cls = jnp.take_along_axis(x, batch["cls_index"][..., None], axis=1)  # [B, S, H]
         return ScoreHead(cfg, deterministic, name="head")(cls)
 
@@ -376,6 +384,11 @@ def param_logical_axes(config: ModelConfig) -> dict[str, Any]:
 
 def count_params(tree: Any) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+def mean_embeddings(config: ModelConfig, params: Any, batch: Mapping[str, Array]) -> Array:
+    """Per-segment mean-pooled final hidden states `[B, S, H]`, float32; a pure function to jit."""
+    return Scorer(config).apply({"params": params}, batch, mean_pool=True)
 
 
 def score(config: ModelConfig, params: Any, batch: Mapping[str, Array]) -> Array:

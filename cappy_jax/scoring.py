@@ -145,6 +145,21 @@ def plan_batches(lengths: Sequence[int] | np.ndarray, opts: ScoringOptions, *,
     return plans
 
 
+def _unpack(values: list[np.ndarray], pair_index: list[np.ndarray], n: int) -> np.ndarray:
+    """Per-slot outputs `[B, S, ...]` of several batches back in input order, `[n, ...]`."""
+    if not values:
+        return np.zeros((n,), np.float32)
+    trailing = values[0].shape[2:]
+    flat = np.concatenate([v.reshape(-1, *trailing) for v in values])
+    index = np.concatenate([i.reshape(-1) for i in pair_index])
+    keep = index >= 0
+    if np.bincount(index[keep], minlength=n).tolist() != [1] * n:
+        raise RuntimeError("internal: a pair was scored zero or several times")
+    out = np.empty((n, *trailing), np.float32)
+    out[index[keep]] = flat[keep]
+    return out
+
+
 class Scorer:
     """A loaded scorer, ready to score pairs on every local device.
 
@@ -167,9 +182,10 @@ class Scorer:
         self.mesh = sharding.make_mesh({"data": -1}, self.devices)
         self._rows_sharding = sharding.batch_sharding(self.mesh)
         self.params = jax.device_put(params, sharding.replicated(self.mesh))
-        self._score = jax.jit(functools.partial(model_lib.score, self.config),
-                              in_shardings=(sharding.replicated(self.mesh), self._rows_sharding),
-                              out_shardings=self._rows_sharding)
+        shardings = dict(in_shardings=(sharding.replicated(self.mesh), self._rows_sharding),
+                         out_shardings=self._rows_sharding)
+        self._score = jax.jit(functools.partial(model_lib.score, self.config), **shardings)
+        self._embed = jax.jit(functools.partial(model_lib.mean_embeddings, self.config), **shardings)
 
     # ----------------------------------------------------------------------------- loading
     @classmethod
@@ -234,6 +250,25 @@ class Scorer:
     def score_tokens(self, input_ids: Sequence[np.ndarray], token_type_ids: Sequence[np.ndarray], *,
                      progress: Progress | None = None) -> np.ndarray:
         """Scores pairs already encoded (`PairTokenizer.encode_pairs`), in order; at most `max_len` each."""
+        return self._run(self._score, input_ids, token_type_ids, progress)
+
+    def embed(self, texts: Sequence[str], *, progress: Progress | None = None) -> np.ndarray:
+        """Mean-pooled final hidden states of single texts, float32 `[N, H]`, in order.
+
+        What sentence encoders such as all-MiniLM-L6-v2 were trained for; the zero-shot cosine
+        baseline of `cappy_jax.baselines` compares instruction and candidate embeddings with it.
+        """
+        if self.tokenizer is None:
+            raise ValueError("this Scorer has no tokenizer to encode texts with")
+        out = np.empty((len(texts), self.config.hidden_size), np.float32)
+        for start in range(0, len(texts), self.opts.chunk_pairs):
+            enc = self.tokenizer.encode_texts(texts[start:start + self.opts.chunk_pairs], self.opts.max_len)
+            out[start:start + len(enc)] = self._run(self._embed, enc.input_ids, enc.token_type_ids, progress)
+        return out
+
+    def _run(self, fn: Callable, input_ids: Sequence[np.ndarray], token_type_ids: Sequence[np.ndarray],
+             progress: Progress | None) -> np.ndarray:
+        """Packs, batches and runs `fn(params, batch) -> [B, S, ...]`; returns `[N, ...]` in input order."""
         if len(input_ids) != len(token_type_ids):
             raise ValueError(f"{len(input_ids)} input_ids for {len(token_type_ids)} token_type_ids")
         lengths = np.array([len(x) for x in input_ids], np.int64)
@@ -244,8 +279,8 @@ class Scorer:
         done: list[tuple[np.ndarray, np.ndarray]] = []
 
         def collect() -> None:
-            scores, pair_index = in_flight.pop(0)
-            done.append((np.asarray(scores, np.float32), pair_index))
+            values, pair_index = in_flight.pop(0)
+            done.append((np.asarray(values, np.float32), pair_index))
             if progress is not None:
                 progress(int((pair_index >= 0).sum()))
 
@@ -256,15 +291,12 @@ class Scorer:
             pair_index = batch.pop("pair_index")
             del batch["labels"], batch["label_mask"]
             # Dispatch is asynchronous: the host packs the next batch while this one runs.
-            in_flight.append((self._score(self.params, jax.device_put(batch, self._rows_sharding)), pair_index))
+            in_flight.append((fn(self.params, jax.device_put(batch, self._rows_sharding)), pair_index))
             if len(in_flight) > 2:
                 collect()
         while in_flight:
             collect()
-        if not done:
-            return np.zeros(0, np.float32)
-        return packing.unpack_scores(np.concatenate([s.reshape(-1) for s, _ in done]),
-                                     np.concatenate([i.reshape(-1) for _, i in done]), len(lengths))
+        return _unpack([v for v, _ in done], [i for _, i in done], len(lengths))
 
     def _score_chunk(self, pairs: Sequence[Pair], progress: Progress | None) -> np.ndarray:
         if self.tokenizer is None:

@@ -248,3 +248,25 @@ class PairTokenizer:
                 "%d of %d pairs were truncated to %d tokens", truncated.sum(), len(input_ids), max_len
             )
         return EncodedPairs(input_ids=input_ids, token_type_ids=token_type_ids, truncated=truncated)
+
+    def encode_texts(self, texts: Sequence[str], max_len: int = 512) -> EncodedPairs:
+        """Single texts as the tokenizer encodes one sequence (`[CLS] text [SEP]`), cut from the end.
+
+        For sentence-embedding uses of the encoder (e.g. the zero-shot cosine baseline).
+        """
+        _check_texts(texts, texts)
+        budget = int(max_len) - self._tokenizer.num_special_tokens_to_add(is_pair=False)
+        if budget < 1:
+            raise ValueError(f"max_len={max_len} leaves no room for text after the special tokens")
+        input_ids, token_type_ids = [], []
+        truncated = np.zeros(len(texts), bool)
+        for i, enc in enumerate(self._encode_unique(list(texts))):
+            if len(enc) == 0:
+                raise ValueError(f"text {i} has no tokens after tokenization")
+            if len(enc) > budget:
+                enc, truncated[i] = _truncated_copy(enc, budget), True
+            single = self._tokenizer.post_process(enc, None, add_special_tokens=True)
+            input_ids.append(np.asarray(single.ids, dtype=np.int32))
+            token_type_ids.append(np.asarray(single.type_ids, dtype=np.int32))
+        return EncodedPairs(input_ids=input_ids, token_type_ids=token_type_ids, truncated=truncated)
+

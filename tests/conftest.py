@@ -99,3 +99,28 @@ def tiny_scorer_dir(tmp_path_factory, tiny_hf_dir) -> pathlib.Path:
     from cappy_jax import convert
 
     return pathlib.Path(convert.from_hf(str(tiny_hf_dir), str(tmp_path_factory.mktemp("tiny") / "scorer")))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core box: intra-op threads cost ~50x in contention; restored after."""
+    import fakes
+
+    with fakes.one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def seq2seq_dir(tmp_path_factory, one_torch_thread) -> pathlib.Path:
+    """A tiny random T5 (tests/fakes.py), saved offline."""
+    import fakes
+
+    return fakes.make_seq2seq_lm(tmp_path_factory.mktemp("t5"))
+
+
+@pytest.fixture(scope="module")
+def causal_dir(tmp_path_factory, one_torch_thread) -> pathlib.Path:
+    """A tiny random GPT-2 (tests/fakes.py), saved offline."""
+    import fakes
+
+    return fakes.make_causal_lm(tmp_path_factory.mktemp("gpt2"))

@@ -2,83 +2,24 @@
 
 from __future__ import annotations
 
-import http.server
-import json
 import logging
 import math
-import pathlib
-import threading
-import time
 from collections import Counter
 
+import fakes
 import numpy as np
 import pytest
 
 from cappy_jax.data.llm import (REFERENCE_RECIPE, BackendError, DecodingMode, HFBackend, NullBackend, OpenAIBackend,
                                 make_backend, responses_per_instruction)
 
-WORDS = ("the a an of to in is was cat dog bird sat ran flew on mat log tree red blue green big small "
-         "one two three four five yes no maybe why how what who when where answer question because").split()
 RECIPE_COUNTS = {"beam": 1, "sample": 4, "temperature": 4, "top_k": 4, "top_p": 4}
 
 
 # ------------------------------------------------------------------------------------------
-# Tiny HF models, built offline.
+# Tiny HF models, built offline (tests/fakes.py).
 # ------------------------------------------------------------------------------------------
 
-def _tokenizer(eos_template: bool):
-    """A WordLevel tokenizer over WORDS: small vocab keeps the random models and sampling fast."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "</s>", "<s>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    if eos_template:  # T5-style: every encoded sequence ends with </s>
-        tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", eos_token="</s>",
-                                   bos_token="<s>")
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core box: intra-op threads cost ~50x in contention; restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def seq2seq_dir(tmp_path_factory, one_torch_thread) -> pathlib.Path:
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    out = tmp_path_factory.mktemp("t5")
-    tok = _tokenizer(eos_template=True)
-    torch.manual_seed(0)
-    cfg = T5Config(vocab_size=len(tok), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_decoder_layers=1,
-                   num_heads=2, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)
-    T5ForConditionalGeneration(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def causal_dir(tmp_path_factory, one_torch_thread) -> pathlib.Path:
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    out = tmp_path_factory.mktemp("gpt2")
-    tok = _tokenizer(eos_template=False)
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=16, n_layer=1, n_head=2,
-                     bos_token_id=3, eos_token_id=2, pad_token_id=0)
-    GPT2LMHeadModel(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
 
 
 INSTRUCTIONS = ["the cat sat on the mat", "why", "who ran to the big red tree because of the dog"]
@@ -169,87 +110,10 @@ def test_hf_log_likelihood(family, seq2seq_dir, causal_dir) -> None:
 KEY = "sk-test-SECRET-4f9a1c"
 
 
-class FakeServer:
-    """Serves /v1/completions and /v1/chat/completions; `script` holds one action per hit, then 'ok'.
-
-    Actions: ('status', code[, headers]) an error, ('echo', code) an error whose body repeats the
-    Authorization header, ('sleep', seconds) answer late, ('delay', seconds) answer after a pause.
-    """
-
-    def __init__(self) -> None:
-        self.hits: list[dict] = []
-        self.script: list[tuple] = []
-        self.lock = threading.Lock()
-        self.in_flight = 0
-        self.max_in_flight = 0
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # keep test output quiet
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.hits.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                    action = server.script.pop(0) if server.script else ("ok",)
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    self._answer(action, body)
-                except OSError:
-                    pass  # the client gave up (timeout test)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-            def _answer(self, action, body) -> None:
-                if action[0] in ("sleep", "delay"):
-                    time.sleep(action[1])
-                if action[0] in ("status", "echo"):
-                    msg = f"error; you sent {self.headers.get('Authorization')}" if action[0] == "echo" else "error"
-                    self._send(action[1], {"error": msg}, action[2] if len(action) > 2 else {})
-                    return
-                n = body.get("n", 1)
-                if "messages" in body:
-                    prompt = body["messages"][0]["content"]
-                    choices = [{"index": i, "message": {"role": "assistant", "content": f"{prompt}|{i}"}}
-                               for i in reversed(range(n))]
-                else:
-                    choices = [{"index": i, "text": f"{body['prompt']}|t={body.get('temperature')}|{i}"}
-                               for i in reversed(range(n))]  # out of order: the client sorts by index
-                self._send(200, {"choices": choices})
-
-            def _send(self, code: int, payload: dict, headers: dict | None = None) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        class Server(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-            block_on_close = False
-            request_queue_size = 64  # the default 5 drops concurrent SYNs: 1 s retransmit stalls
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def bodies(self) -> list[dict]:
-        return [h["body"] for h in self.hits]
-
-
 @pytest.fixture
 def server():
-    srv = FakeServer()
-    thread = threading.Thread(target=srv.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    with fakes.serving() as srv:
+        yield srv
 
 
 @pytest.fixture

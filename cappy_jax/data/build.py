@@ -52,10 +52,8 @@ class _Sample(beam.DoFn):
     def setup(self) -> None:
         from cappy_jax.data import llm
 
-        name = self.llm_config["name"]
-        kwargs = {k: (None if v == "" else v) for k, v in self.llm_config.get(name, {}).items()}
-        self.backend = llm.make_backend({"name": name, **kwargs})
-        self.recipe = llm.REFERENCE_RECIPE
+        self.backend = llm.backend_from_config(self.llm_config, allow_none=True)
+        self.recipe = llm.recipe_named(self.llm_config.get("recipe", "reference"))
 
     def process(self, batch: Sequence[tuple[bool, records.Example]]) -> Iterator[tuple[str, Any]]:
         generations = self.backend.generate([ex.instruction for _, ex in batch], self.recipe)

@@ -115,9 +115,10 @@ class HFBackend:
     """A local transformers model directory (seq2seq or causal LM), batched on torch.
 
     Causal models get left padding (generation continues from the last real token)
-    and the prompt is cut from their outputs. Sampling is seeded per (batch, mode)
-    inside `torch.random.fork_rng`, so results depend on `seed` only and the
-    caller's global torch RNG state is left as it was.
+    and the prompt is cut from their outputs. Sampling is seeded per (batch texts, mode)
+    inside `torch.random.fork_rng`, so results depend on `seed` and the batch's
+    instructions only (not on how many batches came before: a caller that streams
+    chunks does not reuse seeds), and the caller's global torch RNG state is left as it was.
     """
 
     def __init__(self, model_dir: str | os.PathLike, batch_size: int = 8, device: str = "cpu", seed: int = 0,
@@ -161,13 +162,14 @@ class HFBackend:
 
         out: list[list[tuple[str, str]]] = [[] for _ in instructions]
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        for b, idx in enumerate(_batches(len(instructions), self.batch_size)):
-            enc = self._encode([instructions[i] for i in idx])
+        for idx in _batches(len(instructions), self.batch_size):
+            batch_texts = [instructions[i] for i in idx]
+            enc = self._encode(batch_texts)
             prompt_len = enc["input_ids"].shape[1]
             for m, mode in enumerate(recipe):
                 kwargs = dict(mode.kwargs)
                 with torch.random.fork_rng(devices=devices), torch.inference_mode():
-                    torch.manual_seed(_derive_seed(self.seed, b, m))
+                    torch.manual_seed(_derive_seed(self.seed, batch_texts, m))
                     seqs = self.model.generate(**enc, **kwargs, num_return_sequences=mode.num_return,
                                                pad_token_id=self.tokenizer.pad_token_id)
                 if not self.is_seq2seq:
@@ -245,8 +247,8 @@ class HFBackend:
         return lp, score[:, 1:]
 
 
-def _derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers, stable across processes."""
+def _derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from JSON-able parts, stable across processes."""
     digest = hashlib.sha256(json.dumps(parts).encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
 
@@ -544,3 +546,43 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
     except TypeError as e:
         raise ValueError(f"bad arguments for the {name!r} backend: {e}") from None
     return cls(**config)
+
+
+RECIPES: Mapping[str, tuple[DecodingMode, ...]] = types.MappingProxyType({"reference": REFERENCE_RECIPE})
+# What each backend cannot run without, and the CLI shorthand that sets it.
+_REQUIRED = {"hf": {"model_dir": "--llm_model (a transformers model directory)"},
+             "openai": {"base_url": "--llm_base_url (e.g. http://host:8000/v1)",
+                        "model": "--llm_model (the served model's name)"}}
+
+
+def recipe_named(name: str) -> tuple[DecodingMode, ...]:
+    """The decoding recipe a config's `llm.recipe` names."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown decoding recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return RECIPES[name]
+
+
+def backend_kwargs(llm_config: Mapping[str, Any], *, allow_none: bool = False) -> tuple[str, dict[str, Any]]:
+    """The backend name and constructor arguments a config's `llm` block describes ("" means None).
+
+    The block is `configs/data/common.py:llm()`. Checked cheaply, so a missing model fails before
+    anything loads; `allow_none` accepts "none" (the data build's default: no LLM samples).
+    """
+    name = llm_config["name"]
+    if name == "none" and allow_none:
+        return name, {}
+    if name not in _REQUIRED:
+        raise ValueError(f"this needs an LLM to sample from, got backend {name!r}: pass --llm hf --llm_model DIR "
+                         f"or --llm openai --llm_base_url URL --llm_model NAME (config.llm.*)")
+    kwargs = {k: (None if v == "" else v) for k, v in dict(llm_config[name]).items()}
+    missing = [flag for key, flag in _REQUIRED[name].items() if not kwargs.get(key)]
+    if missing:
+        raise ValueError(f"the {name} backend needs " + " and ".join(missing))
+    return name, kwargs
+
+
+def backend_from_config(llm_config: Mapping[str, Any], *, allow_none: bool = False) -> Backend:
+    """The backend a config's `llm` block describes (see `backend_kwargs`)."""
+    name, kwargs = backend_kwargs(llm_config, allow_none=allow_none)
+    return make_backend({"name": name, **kwargs})
+

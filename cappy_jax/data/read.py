@@ -494,3 +494,19 @@ def merge_stats(stats: Iterable[Mapping[str, int]]) -> dict[str, int]:
                 raise TypeError(f"stat {key!r} must be an int, got {value!r}")
             total[key] = total.get(key, 0) + value
     return {**{k: total[k] for k in STAT_KEYS}, **{k: total[k] for k in sorted(total) if k not in STAT_KEYS}}
+
+
+def evaluation_group(config: Mapping[str, Any], unit: Unit, task: str) -> str:
+    """What evaluation averages a task of `unit` into first, before averaging over these groups.
+
+    promptsource: the unit's `dataset[/subset]`, plus the split suffix of `task` when the split maps
+    to several (ANLI's rounds: `anli_r1`), so the templates of one dataset (and round) are averaged
+    together, then the datasets, as the T0 and Cappy papers report. bigbench and jsonl: the task itself.
+    """
+    if unit.source != "promptsource":
+        return task
+    key = unit.arg("dataset")
+    for _, suffix in _splits(_plain(config), key):
+        if suffix and task.endswith(suffix):
+            return key + suffix
+    return key
