@@ -265,3 +265,51 @@ def test_train_shape_reduced_times_the_real_train_step(tmp_path):
     assert math.isfinite(r["loss"]) and r["params"] == 112_449
     assert r["mfu_percent"] is None  # a CPU has no listed peak
     assert "train-shape" in md.read_text() and r["command"] == "python -m bench.run " + " ".join(argv)
+
+
+FAKE_BASELINE = """\
+import argparse, json
+p = argparse.ArgumentParser()
+for a in ("--suite", "--model", "--lengths", "--batch"):
+    p.add_argument(a)
+a = p.parse_args()
+lengths = json.load(open(a.lengths))
+assert a.suite == "score" and all(isinstance(n, int) for n in lengths)
+print("loading...")
+print(json.dumps({"suite": "score", "impl": "fake", "pairs_per_s": 100.0 * int(a.batch), "n": len(lengths),
+                  "model": a.model}))
+"""
+
+
+def test_score_reduced_runs_the_scoring_api_and_the_baseline_on_the_same_lengths(tmp_path, monkeypatch):
+    from bench import score_suite
+
+    monkeypatch.setitem(score_suite.PAIRS, "tiny", 150)
+    fake = tmp_path / "hf_baseline.py"
+    fake.write_text(FAKE_BASELINE)
+    out, md = tmp_path / "results.jsonl", tmp_path / "BENCHMARKS.md"
+    argv = ["--suite", "score", "--cases", "tiny", "--steps", "1", "--warmup", "0", "--baseline", str(fake),
+            "--output", str(out), "--markdown", str(md)]
+    records = bench_run.main(argv)
+    lengths = score_suite.load_lengths(150)
+    assert [r["pairs_per_batch"] for r in records] == list(score_suite.PAIRS_PER_BATCH)
+    for r in records:
+        assert (r["case"], r["pairs"], r["steps"]) == ("tiny", 150, 1)
+        assert r["theirs"]["n"] == 150 and r["theirs"]["model"] == "tiny"
+        assert r["theirs_pairs_per_s"] == 100.0 * r["pairs_per_batch"]
+        assert math.isclose(r["ratio"], r["pairs_per_s"] / r["theirs_pairs_per_s"])
+        assert math.isclose(r["useful_tokens_per_s"], sum(lengths) / r["pass_s"])
+        assert 0 <= r["padding_percent"] < 50
+    assert "| tiny |" in md.read_text() and len(out.read_text().splitlines()) == 2
+    with pytest.raises(SystemExit, match="no baseline"):
+        bench_run.main(["--suite", "rouge", "--baseline", str(fake), "--no-markdown", "--output", str(out)])
+
+
+def test_score_lengths_file_is_the_documented_real_distribution():
+    from bench import score_suite
+
+    lengths = json.loads(score_suite.LENGTHS.read_text())
+    meta = json.loads(score_suite.LENGTHS.with_suffix(".meta.json").read_text())
+    assert len(lengths) == meta["sampled"] and len(meta["tasks"]) >= 20
+    assert min(lengths) >= 3 and max(lengths) <= 512 and meta["max"] == max(lengths)
+    assert abs(sum(lengths) / len(lengths) - meta["mean"]) < 0.1
