@@ -41,7 +41,7 @@ PAIRS_PER_BATCH = (64, 256)
 DEFAULT_STEPS = {"tiny": 3, "base": 2, "large": 3}
 DEFAULT_WARMUP = 1
 
-NOTE = ("pairs/s of Scorer.score_tokens (packing into 256-token rows, length-sorted batches narrowed to "
+NOTE = ("pairs/s of Scorer.score_tokens (packing into 512-token rows, length-sorted batches narrowed to "
         "32/64/128/256/512 tokens, all local devices, bf16 on accelerators) on the first `pairs` real "
         "pair lengths of bench/data/bigbench_lengths.json (24 BIG-bench Lite tasks), random weights and ids; "
         "median of passes over all pairs after a compile pass; useful tokens/s counts pair tokens only; "
@@ -58,9 +58,9 @@ COLUMNS = (
     Column("batch tokens", "batch_tokens", ",d"),
     Column("padding", "padding_percent", ".1f"),
     Column("pass (s)", "pass_s", ".3f"),
-    Column("pairs/s", "pairs_per_s", ",.0f"),
+    Column("pairs/s", "pairs_per_s", ",.1f"),
     Column("useful tokens/s", "useful_tokens_per_s", ",.0f"),
-    Column("theirs pairs/s", "theirs_pairs_per_s", ",.0f"),
+    Column("theirs pairs/s", "theirs_pairs_per_s", ",.1f"),
     Column("ratio", "ratio", ".2f"),
 )
 

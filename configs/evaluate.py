@@ -5,6 +5,9 @@ Variants (the data config, and which of its units are evaluated):
   (`navigate` by default; set `--config.data.heldout_tasks`);
 - bigbench_generation: the same held-out tasks, generation examples (`repeat_copy_logic`), each
   scored by Rouge-L of the candidate the scorer picks among an LLM's samples (`llm` below);
+- bigbench_downstream: after adapting a scorer to a task with `configs/data/bigbench.py:downstream`,
+  the task's test examples: the build's `validation` split (same seed and fraction), generation
+  suite (set `--config.data.tasks` as for the build, and the LLM);
 - t0: `configs/data/t0.py:heldout`, T0's held-out tasks (ANLI R1/R2/R3, CB, RTE, COPA,
   HellaSwag, StoryCloze, WSC, WiC, Winogrande; original-task templates, validation splits);
 - t0_cappy: the Cappy paper's table of 11 held-out tasks (ANLI R1/R2/R3, CB, RTE, StoryCloze, WSC,
@@ -45,6 +48,7 @@ CAPPY_HELDOUT = (
 VARIANTS: dict[str, dict[str, Any]] = {
     "bigbench_choice": dict(suite="choice", data=("bigbench", "default"), units="heldout"),
     "bigbench_generation": dict(suite="generation", data=("bigbench", "default"), units="heldout"),
+    "bigbench_downstream": dict(suite="generation", data=("bigbench", "downstream"), units="validation"),
     "t0": dict(suite="choice", data=("t0", "heldout"), units="heldout"),
     "t0_cappy": dict(suite="choice", data=("t0", "heldout"), units="heldout",
                      data_overrides=dict(datasets=CAPPY_HELDOUT, templates="all")),
