@@ -477,7 +477,9 @@ def test_data_configs_are_locked_and_consistent():
     for variant in bb_config.VARIANTS:
         c = bb_config.get_config(variant)
         assert c.source == "bigbench" and not set(c.tasks) & set(c.heldout_tasks)
-        assert (c.output.max_len, c.llm.name, c.candidates.negatives_per_positive) == (512, "none", 1)
+        llm = "hf" if variant == "downstream" else "none"  # adapting to a task means reranking an LLM's samples
+        assert (c.output.max_len, c.llm.name, c.candidates.negatives_per_positive) == (512, llm, 1)
+    assert bb_config.get_config("downstream").output.validation_fraction == 0.2
     assert len(bb_config.get_config("default").tasks) >= 4 and bb_config.get_config("all").tasks == ()
     for variant in t0_config.VARIANTS:
         c = t0_config.get_config(variant)
