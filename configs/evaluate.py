@@ -8,6 +8,7 @@ Variants (the data config, and which of its units are evaluated):
 - bigbench_downstream: after adapting a scorer to a task with `configs/data/bigbench.py:downstream`,
   the task's test examples: the build's `validation` split (same seed and fraction), generation
   suite (set `--config.data.tasks` as for the build, and the LLM);
+- demo: the demo's held-out BIG-bench tasks (`configs/data/demo.py`; `data.dir` is set by the demo);
 - t0: `configs/data/t0.py:heldout`, T0's held-out tasks (ANLI R1/R2/R3, CB, RTE, COPA,
   HellaSwag, StoryCloze, WSC, WiC, Winogrande; original-task templates, validation splits);
 - t0_cappy: the Cappy paper's table of 11 held-out tasks (ANLI R1/R2/R3, CB, RTE, StoryCloze, WSC,
@@ -32,6 +33,7 @@ import ml_collections
 from configs import score as score_configs
 from configs.data import bigbench as bigbench_configs
 from configs.data import common
+from configs.data import demo as demo_configs
 from configs.data import jsonl as jsonl_configs
 from configs.data import t0 as t0_configs
 
@@ -48,13 +50,14 @@ CAPPY_HELDOUT = (
 VARIANTS: dict[str, dict[str, Any]] = {
     "bigbench_choice": dict(suite="choice", data=("bigbench", "default"), units="heldout"),
     "bigbench_generation": dict(suite="generation", data=("bigbench", "default"), units="heldout"),
+    "demo": dict(suite="choice", data=("demo", "default"), units="heldout"),
     "bigbench_downstream": dict(suite="generation", data=("bigbench", "downstream"), units="validation"),
     "t0": dict(suite="choice", data=("t0", "heldout"), units="heldout"),
     "t0_cappy": dict(suite="choice", data=("t0", "heldout"), units="heldout",
                      data_overrides=dict(datasets=CAPPY_HELDOUT, templates="all")),
     "jsonl": dict(suite="choice", data=("jsonl", ""), units="all"),
 }
-DATA_MODULES = {"bigbench": bigbench_configs, "t0": t0_configs, "jsonl": jsonl_configs}
+DATA_MODULES = {"demo": demo_configs, "bigbench": bigbench_configs, "t0": t0_configs, "jsonl": jsonl_configs}
 BUILD_ONLY = ("candidates", "llm", "output")
 
 

@@ -385,13 +385,14 @@ def test_config_variants():
                                                                                             "heldout"),
                 "t0": ("choice", "promptsource", "heldout"), "t0_cappy": ("choice", "promptsource", "heldout"),
                 "jsonl": ("choice", "jsonl", "all"),
-                "bigbench_downstream": ("generation", "bigbench", "validation")}
+                "bigbench_downstream": ("generation", "bigbench", "validation"),
+                "demo": ("choice", "bigbench", "heldout")}
     assert set(evaluate_configs.VARIANTS) == set(expected)
     for variant, (suite, source, units) in expected.items():
         config = evaluate_configs.get_config(variant)
         assert (config.suite, config.data.source, config.units) == (suite, source, units)
         assert "candidates" not in config.data and "llm" not in config.data and config.data.output.to_dict() == {
-            "seed": 0, "validation_fraction": 0.2 if variant == "bigbench_downstream" else 0.02}
+            "seed": 0, "validation_fraction": {"bigbench_downstream": 0.2, "demo": 0.05}.get(variant, 0.02)}
         assert config.llm.name == "none" and config.max_examples_per_task == 0 and config.plots
         with pytest.raises(AttributeError):
             config.scoring.typo = 1  # locked: a misspelt knob is an error

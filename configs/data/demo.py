@@ -30,9 +30,10 @@ HELDOUT_CHOICE = (
 )
 
 VARIANTS = {
-    "default": dict(tasks=TRAIN_CHOICE + TRAIN_GENERATION, heldout_tasks=HELDOUT_CHOICE, max_examples_per_task=0),
+    "default": dict(tasks=TRAIN_CHOICE + TRAIN_GENERATION, heldout_tasks=HELDOUT_CHOICE, max_examples_per_task=0,
+                    validation_fraction=0.05),
     "test": dict(tasks=("sports_understanding", "word_sorting"), heldout_tasks=("general_knowledge",),
-                 max_examples_per_task=16),
+                 max_examples_per_task=16, validation_fraction=0.25),
 }
 
 
@@ -44,7 +45,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     candidates["corruptions_per_reference"] = 2   # generation tasks: graded labels, not only 1/0
     output = common.output()
     output.update(max_len=128,                     # tokens per pair: the demo's tasks are short
-                  num_shards=2, eval_shards=1, validation_fraction=0.05)
+                  num_shards=2, eval_shards=1, validation_fraction=v["validation_fraction"])
     config = ml_collections.ConfigDict(dict(
         source="bigbench",
         dir="",                                    # "" = the package's cappy_jax/demo_data/bigbench (set by the demo)
