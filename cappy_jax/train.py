@@ -13,7 +13,7 @@ command resumes on exactly the next batch.
 Workdir layout (the workdir is itself a scorer directory, see cappy_jax/checkpoint.py):
     DIR/model.json, DIR/tokenizer/   what scoring needs besides parameters
     DIR/checkpoints/<step>/state     Orbax TrainState (step, params, opt_state)
-    DIR/data_state/<step>/process_<i>.*   tf.data iterator of host i at that step
+    DIR/data_state/<step>/reader_<r>.*    tf.data iterator of reader r at that step (any host count)
     DIR/metrics.jsonl, DIR/tensorboard/   metrics (process 0 only)
 """
 
@@ -26,7 +26,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax
@@ -40,6 +40,7 @@ from etils import epath
 from cappy_jax import checkpoint as ckpt_lib
 from cappy_jax import metrics as metrics_lib
 from cappy_jax import model as model_lib
+from cappy_jax import packing
 from cappy_jax import sharding as sharding_lib
 
 log = logging.getLogger("cappy_jax.train")
@@ -221,19 +222,20 @@ def checkpoint_manager(workdir: epath.Path, config: Any):
     return ocp.CheckpointManager(workdir / "checkpoints", options=options)
 
 
-def data_state_prefix(workdir: epath.Path, step: int) -> str:
-    return str(workdir / "data_state" / str(step) / f"process_{jax.process_index()}")
+def data_state_prefix(workdir: epath.Path, step: int, reader: int) -> str:
+    return str(workdir / "data_state" / str(step) / f"reader_{reader}")
 
 
-def prune_data_state(workdir: epath.Path, keep: set[int]) -> None:
-    """Drops this host's iterator states of checkpoints Orbax has deleted."""
+def prune_data_state(workdir: epath.Path, keep: set[int], readers: Sequence[int]) -> None:
+    """Drops this host's readers' iterator states of checkpoints Orbax has deleted."""
     root = workdir / "data_state"
     if not root.exists():
         return
     for d in root.iterdir():
         if d.name.isdigit() and int(d.name) not in keep:
-            for f in d.glob(f"process_{jax.process_index()}.*"):
-                f.unlink()
+            for r in readers:
+                for f in d.glob(f"reader_{r}.*"):
+                    f.unlink()
             if not any(d.iterdir()):
                 d.rmdir()
 
@@ -286,32 +288,64 @@ def _pipelines(config: Any, mcfg: model_lib.ModelConfig, mesh: jax.sharding.Mesh
     dp = sharding_lib.data_parallel_size(mesh)
     rows = int(config.global_rows)
     accum = int(config.grad_accum)
-    if rows % (accum * dp) or (rows // accum) % hosts:
+    readers = int(data.readers)
+    if rows % (accum * dp) or rows % (accum * readers):
         raise ValueError(f"global_rows={rows} must divide into grad_accum={accum} micro-batches whose rows "
-                         f"split over {dp} data-parallel devices and {hosts} hosts")
-    local_rows = rows // hosts
-    train_files = pipeline.host_files(shards.shard_files(data.dir, data.train_split), index, hosts)
-    train = pipeline.InputPipeline(train_files, pipeline.PipelineConfig(
-        rows=local_rows, max_len=data.max_len, max_segments=data.max_segments, open_rows=data.open_rows,
-        shuffle_buffer=data.shuffle_buffer, seed=int(config.seed) + index), pad_id=tok.pad_token_id)
-    eval_files = pipeline.host_files(shards.shard_files(data.dir, data.eval_split), index, hosts)
+                         f"split over {dp} data-parallel devices and data.readers={readers} readers")
+    mine = pipeline.host_readers(readers, index, hosts)
+    train = pipeline.ReaderGroup(shards.shard_files(data.dir, data.train_split), mine, readers,
+                                 pipeline.PipelineConfig(
+                                     rows=rows // readers, max_len=data.max_len, max_segments=data.max_segments,
+                                     open_rows=data.open_rows, shuffle_buffer=data.shuffle_buffer,
+                                     seed=int(config.seed)), pad_id=tok.pad_token_id, accum=accum)
+    all_eval_files = shards.shard_files(data.dir, data.eval_split)
+    # Evaluation files go round-robin; with fewer files than hosts some hosts score none and feed
+    # empty rows while the others work (see `evaluate`).
+    eval_files = list(all_eval_files[index::hosts])
+    if int(data.eval_rows) % hosts:
+        raise ValueError(f"data.eval_rows={data.eval_rows} must split evenly over {hosts} hosts")
     eval_rows = int(data.eval_rows) // hosts
-    make_eval = lambda: pipeline.InputPipeline(eval_files, pipeline.PipelineConfig(
+    empty = packing.make_batch([], [], [], max_len=data.max_len, max_segments=data.max_segments,
+                               pad_id=tok.pad_token_id, num_rows=eval_rows)
+    make_eval = lambda: (pipeline.InputPipeline(eval_files, pipeline.PipelineConfig(
         rows=eval_rows, max_len=data.max_len, max_segments=data.max_segments, open_rows=data.open_rows,
-        repeat=False), pad_id=tok.pad_token_id)
-    return train, make_eval, eval_files, tok
+        repeat=False), pad_id=tok.pad_token_id) if eval_files else iter(()), empty)
+    return train, make_eval, (all_eval_files, eval_files), tok
 
 
-def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: list[str], config: Any,
-             mesh: jax.sharding.Mesh) -> dict[str, Any]:
-    """Scores the whole eval split (no pair lost) and computes the regression and selection metrics."""
+def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: tuple[list[str], list[str]],
+             config: Any, mesh: jax.sharding.Mesh) -> dict[str, Any]:
+    """Scores the whole eval split (no pair lost) and computes the regression and selection metrics.
+
+    `eval_files` is (all files, this host's files). Each host scores its own files; hosts step
+    together (a host whose stream has ended feeds empty rows until every host's has), and the
+    scores are gathered so that every host computes the same metrics over the whole split.
+    """
+    from jax.experimental import multihost_utils
+
     from cappy_jax.data import shards
 
-    records = shards.read_records(eval_files)
+    all_files, own_files = eval_files
+    per_file = [shards.read_records([f]) for f in all_files]
+    offsets = dict(zip(all_files, np.cumsum([0] + [len(r["label"]) for r in per_file])[:-1].tolist()))
+    records = {k: (np.concatenate([r[k] for r in per_file]) if k in ("label", "length")
+                   else [x for r in per_file for x in r[k]]) for k in per_file[0]}
+    # This host's stream indexes the concatenation of its own files: map that to the global order.
+    local_to_global = np.concatenate([np.zeros(0, np.int64)] + [
+        offsets[f] + np.arange(len(per_file[all_files.index(f)]["label"])) for f in own_files]).astype(np.int64)
     scores = np.full(len(records["label"]), np.nan, np.float32)
-    for i, batch in enumerate(make_eval()):
-        if config.data.eval_max_batches and i >= config.data.eval_max_batches:
+    hosts = jax.process_count()
+    stream, empty = make_eval()
+    stream, i = iter(stream), 0
+    while not (config.data.eval_max_batches and i >= config.data.eval_max_batches):
+        batch = next(stream, None)
+        finished = batch is None
+        if hosts > 1:
+            finished = bool(np.all(multihost_utils.process_allgather(np.array(finished))))
+        if finished:
             break
+        if batch is None:  # this host is done, others are not: empty rows keep the collectives in step
+            batch = empty
         model_batch = {k: batch[k] for k in ("input_ids", "segment_ids", "position_ids", "token_type_ids",
                                                 "cls_index")}
         out = setup.eval_fn(params, sharding_lib.global_batch(model_batch, mesh))
@@ -319,7 +353,12 @@ def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: list[st
         parts = sorted(out.addressable_shards, key=lambda sh: sh.index[0].start or 0)
         out = np.concatenate([np.asarray(sh.data) for sh in _unique_rows(parts)])
         keep = batch["pair_index"] >= 0
-        scores[batch["pair_index"][keep]] = out[keep]
+        scores[local_to_global[batch["pair_index"][keep]]] = out[keep]
+        i += 1
+    if hosts > 1:
+        gathered = np.asarray(multihost_utils.process_allgather(scores))  # [hosts, N]; one host filled each
+        scores = np.where(np.isnan(gathered), -np.inf, gathered).max(0)
+        scores[np.isinf(scores)] = np.nan
     seen = ~np.isnan(scores)
     labels = records["label"][seen]
     if config.loss == "mse":
@@ -327,8 +366,6 @@ def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: list[st
     else:
         per_pair = -(labels * np.log(np.clip(scores[seen], 1e-7, 1)) +
                      (1 - labels) * np.log(np.clip(1 - scores[seen], 1e-7, 1)))
-    if jax.process_count() > 1:
-        log.warning("eval metrics cover this host's eval shards only (process %d)", jax.process_index())
     tasks = np.asarray(records["task"])[seen]
     groups = np.asarray(records["group_id"])[seen]
     return metrics_lib.regression_metrics(scores[seen], labels, tasks, groups, loss=per_pair)
@@ -362,6 +399,8 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
     `stop_after` ends this run after that many steps with a checkpoint, exactly as a preemption
     notice would (for schedulers with time slices, and for tests of resumption).
     """
+    from jax.experimental import multihost_utils
+
     from cappy_jax import metric_writers
 
     workdir_path = epath.Path(workdir)
@@ -386,7 +425,7 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
             raise ValueError(f"the checkpoint at step {latest} in {workdir_path / 'checkpoints'} does not match "
                              "this config's model or optimizer (changed optim.clip_norm, the model, ...?); "
                              f"resume with the config it was written with or use a new workdir. Orbax: {e}") from e
-        train_iter.restore(data_state_prefix(workdir_path, latest))
+        train_iter.restore(lambda r: data_state_prefix(workdir_path, latest, r))
         log.info("resumed from step %d", latest)
     else:
         state = initial_state(config, setup)
@@ -408,10 +447,11 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
     profiling = False
 
     def save(at: int, metrics: Mapping[str, float] | None = None) -> None:
-        train_iter.save(data_state_prefix(workdir_path, at))  # before Orbax: a step dir implies its data state
+        # Before Orbax: a finished step dir implies its data state.
+        train_iter.save(lambda r: data_state_prefix(workdir_path, at, r))
         manager.save(at, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), metrics=metrics,
                      force=True)
-        prune_data_state(workdir_path, keep={at, *manager.all_steps()})
+        prune_data_state(workdir_path, keep={at, *manager.all_steps()}, readers=train_iter.readers)
 
     def run_eval(at: int) -> dict[str, float]:
         result = evaluate(setup, state.params, make_eval, eval_files, config, mesh)
@@ -470,7 +510,10 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
             if eval_metrics:
                 last.update(eval_metrics)
             steps_this_run += 1
-            preempted = (stop.requested or manager.reached_preemption(step)
+            requested = stop.requested
+            if jax.process_count() > 1:  # SIGTERM reaches hosts at different steps: stop together
+                requested = bool(np.any(multihost_utils.process_allgather(np.array(requested))))
+            preempted = (requested or manager.reached_preemption(step)
                          or (stop_after is not None and steps_this_run >= stop_after))
             # Evaluated steps are saved too, so the best-by-metric checkpoint can be kept.
             if eval_now or preempted or step % int(config.checkpoint_every) == 0:
@@ -491,10 +534,17 @@ def main(argv: list[str]) -> None:
 
     from cappy_jax.cli import quiet_logging
 
+    from cappy_jax import distributed
+
     del argv
     quiet_logging()
     f = flags.FLAGS
-    train_and_evaluate(f.config, f.workdir)
+    try:
+        settings = distributed.resolve(f.coordinator_address, f.num_processes, f.process_id)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    distributed.initialize(settings, f.distributed)
+    train_and_evaluate(f.config, f.workdir, stop_after=f.stop_after)
 
 
 def run() -> None:
@@ -504,6 +554,15 @@ def run() -> None:
     config_flags.DEFINE_config_file("config", None, "A training config, e.g. configs/pretrain.py:tiny.",
                                     lock_config=True)
     flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the scorer files (local or gs://).")
+    flags.DEFINE_integer("stop_after", None, "End this run after N steps with a checkpoint, as a preemption "
+                         "would (time-sliced schedulers); re-running resumes.")
+    flags.DEFINE_string("coordinator_address", "", "HOST:PORT of process 0, for GPU/CPU clusters "
+                        "(env CAPPY_COORDINATOR_ADDRESS); TPU VMs need none.")
+    flags.DEFINE_integer("num_processes", 0, "Processes in the cluster (env CAPPY_NUM_PROCESSES).")
+    flags.DEFINE_integer("process_id", -1, "This process's index (env CAPPY_PROCESS_ID).")
+    flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                      "auto: join a cluster given by the flags/env or detected (TPU VM, Slurm, Open MPI); "
+                      "on: always call jax.distributed.initialize(); off: one process.")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)
 

@@ -30,6 +30,7 @@ def get_config(variant: str = "default") -> "ml_collections.ConfigDict":
     config.data.dir = ""                   # the demo's shards
     config.data.max_len = 128              # tokens per packed row (pairs are at most 128 tokens)
     config.data.max_segments = 8
+    config.data.readers = 2                # the demo data has 2 training shards
     config.data.shuffle_buffer = 4096
     config.data.eval_rows = 32
     config.global_rows = v["global_rows"]

@@ -27,12 +27,12 @@ VARIANTS = {
     # Seconds on a CPU; BERT family so the MiniLM tokenizer (the only one offline) fits its vocabulary.
     "tiny": dict(model=dict(model_configs.VARIANTS["tiny"], family="bert", vocab_size=30522, type_vocab_size=2,
                             pad_token_id=0, position_offset=0, max_position_embeddings=128, layer_norm_eps=1e-12),
-                 max_len=128, max_segments=8, global_rows=8, num_steps=60, warmup_fraction=0.1,
+                 max_len=128, max_segments=8, global_rows=8, readers=4, num_steps=60, warmup_fraction=0.1,
                  learning_rate=1e-3, log_every=10, eval_every=30, checkpoint_every=30),
-    "base": dict(model=model_configs.VARIANTS["base"], max_len=512, max_segments=16, global_rows=256,
+    "base": dict(model=model_configs.VARIANTS["base"], max_len=512, max_segments=16, global_rows=256, readers=16,
                  num_steps=100_000, warmup_fraction=0.06, learning_rate=1e-5, log_every=100,
                  eval_every=2000, checkpoint_every=1000),
-    "large": dict(model=model_configs.VARIANTS["large"], max_len=512, max_segments=16, global_rows=256,
+    "large": dict(model=model_configs.VARIANTS["large"], max_len=512, max_segments=16, global_rows=256, readers=16,
                   num_steps=100_000, warmup_fraction=0.06, learning_rate=1e-5, log_every=100,
                   eval_every=2000, checkpoint_every=1000),
 }
@@ -57,6 +57,8 @@ def get_config(variant: str = "large") -> "ml_collections.ConfigDict":
             eval_split="validation",
             max_len=v["max_len"],      # tokens per packed row
             max_segments=v["max_segments"],  # pairs per row at most (1 = the reference's one pair per row)
+            readers=v["readers"],      # input streams, fixed for a run: a multiple of the hosts (any host count
+                                       # dividing it resumes the run; each reader's position is saved)
             open_rows=8,               # rows the packer fills at once
             shuffle_buffer=10_000,
             eval_rows=v["global_rows"],  # rows per evaluation batch, all hosts together

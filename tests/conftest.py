@@ -124,3 +124,48 @@ def causal_dir(tmp_path_factory, one_torch_thread) -> pathlib.Path:
     import fakes
 
     return fakes.make_causal_lm(tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, minilm_dir):
+    """Training shards from the real data build: two generation tasks and one classification task."""
+    from cappy_jax.data import build
+    from configs.data import jsonl as jsonl_config
+
+    tmp = tmp_path_factory.mktemp("data")
+    write_jsonl(tmp / "a.jsonl", task="reverse", n=60, seed=0)
+    write_jsonl(tmp / "b.jsonl", task="longness", n=80, seed=1, classification=True, fixed_label=0)
+    write_jsonl(tmp / "c.jsonl", task="reverse_more", n=60, seed=2)
+    config = jsonl_config.get_config(",".join(str(tmp / f) for f in ("a.jsonl", "b.jsonl", "c.jsonl")))
+    config.candidates.corruptions_per_reference = 1
+    config.output.scorer_dir = str(minilm_dir)
+    config.output.max_len = 64
+    config.output.num_shards = 4
+    config.output.eval_shards = 2
+    config.output.validation_fraction = 0.15
+    build.build(config, str(tmp / "shards"))
+    return str(tmp / "shards")
+
+
+def tiny_config(data_dir: str, **changes):
+    """`configs/pretrain.py:tiny` on `data_dir` shards, no dropout, with dotted-key changes."""
+    from configs import pretrain
+
+    config = pretrain.get_config("tiny")
+    config.data.dir = data_dir
+    config.data.max_len = 64
+    config.data.eval_rows = 8
+    config.model.dropout_rate = 0.0
+    for key, value in changes.items():
+        target = config
+        *path, last = key.split(".")
+        for p in path:
+            target = target[p]
+        target[last] = value
+    return config
+
+
+def losses(workdir) -> dict[int, float]:
+    """Training loss by step from a workdir's metrics.jsonl."""
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}

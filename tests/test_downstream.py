@@ -43,7 +43,7 @@ def test_downstream_recipe(tmp_path, tiny_scorer_dir, seq2seq_dir):
     config = finetune.get_config()
     config.init_from = str(tiny_scorer_dir)
     config.data.dir = str(tmp_path / "shards")
-    config.data.max_len, config.data.eval_rows = 128, 8
+    config.data.max_len, config.data.eval_rows, config.data.readers = 128, 8, 2
     config.global_rows, config.num_steps, config.eval_every, config.checkpoint_every = 8, 3, 0, 3
     train.train_and_evaluate(config, str(tmp_path / "ft"))
     assert checkpoint.training_steps(tmp_path / "ft") == [3]

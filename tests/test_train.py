@@ -16,50 +16,10 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from cappy_jax import checkpoint, sharding, train
-from cappy_jax.data import build, pipeline, shards
-from configs import pretrain
-from configs.data import jsonl as jsonl_config
-from conftest import write_jsonl
+from cappy_jax.data import pipeline, shards
+from conftest import losses, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, minilm_dir):
-    """Shards from the real data build: two generation tasks and one classification task."""
-    tmp = tmp_path_factory.mktemp("data")
-    write_jsonl(tmp / "a.jsonl", task="reverse", n=60, seed=0)
-    write_jsonl(tmp / "b.jsonl", task="longness", n=80, seed=1, classification=True, fixed_label=0)
-    write_jsonl(tmp / "c.jsonl", task="reverse_more", n=60, seed=2)
-    config = jsonl_config.get_config(",".join(str(tmp / f) for f in ("a.jsonl", "b.jsonl", "c.jsonl")))
-    config.candidates.corruptions_per_reference = 1
-    config.output.scorer_dir = str(minilm_dir)
-    config.output.max_len = 64
-    config.output.num_shards = 4
-    config.output.eval_shards = 2
-    config.output.validation_fraction = 0.15
-    build.build(config, str(tmp / "shards"))
-    return str(tmp / "shards")
-
-
-def tiny_config(data_dir: str, **changes):
-    config = pretrain.get_config("tiny")
-    config.data.dir = data_dir
-    config.data.max_len = 64
-    config.data.eval_rows = 8
-    config.model.dropout_rate = 0.0
-    for key, value in changes.items():
-        target = config
-        *path, last = key.split(".")
-        for p in path:
-            target = target[p]
-        target[last] = value
-    return config
-
-
-def losses(workdir) -> dict[int, float]:
-    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
 
 
 def test_sharded_step_equals_single_device_step(data_dir):
@@ -197,6 +157,7 @@ def test_finetune_adapts_an_existing_scorer(data_dir, tmp_path, minilm_dir):
     config.data.max_len = 64
     config.data.eval_rows = 8
     config.global_rows = 8
+    config.data.readers = 2
     config.num_steps = 3
     config.eval_every = 0
     config.checkpoint_every = 3

@@ -1,6 +1,11 @@
 """tf.data from materialized shards to packed numpy batches (the format of `cappy_jax/packing.py`).
 
-Per host: read its own shards (`files[process_index::process_count]`), interleave
+Training reads through a fixed number of *readers* (`data.readers` of the training config), each
+an independent stream with its own shards (`files[r::readers]`; with fewer files than readers,
+every reader reads all files and keeps every readers-th record), its own shuffle and its own
+saved position. A host runs `readers / process_count` of them and concatenates their batches, so
+the global batch is the same whatever the number of hosts, and a run resumes on another number
+of hosts (each reader's state is saved under its own name). Per reader: interleave
 and shuffle records, pack them greedily into `[rows, max_len]` rows inside the
 tf.data graph, batch, prefetch. Packing is a `Dataset.scan` over `open_rows`
 open rows (first fit; when nothing fits, the fullest row is emitted), so the
@@ -17,7 +22,7 @@ stream, so evaluation can join scores with `shards.read_records` of the same fil
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -36,10 +41,14 @@ class PipelineConfig:
     repeat: bool = True       # training streams repeat (epochs reshuffled); evaluation streams end
     seed: int = 0
     prefetch: int = 2
+    record_shard: tuple[int, int] = (1, 0)  # (count, index): keep every count-th record from index
 
     def __post_init__(self) -> None:
         if min(self.rows, self.max_len, self.max_segments, self.open_rows) <= 0:
             raise ValueError(f"rows, max_len, max_segments and open_rows must be positive: {self}")
+        count, index = self.record_shard
+        if not 0 <= index < count:
+            raise ValueError(f"record_shard {self.record_shard}: need 0 <= index < count")
 
 
 def host_files(files: Sequence[str], process_index: int, process_count: int) -> list[str]:
@@ -48,6 +57,24 @@ def host_files(files: Sequence[str], process_index: int, process_count: int) -> 
         raise ValueError(f"{len(files)} shards cannot feed {process_count} hosts: "
                          f"rebuild with at least {process_count} shards per split")
     return list(files[process_index::process_count])
+
+
+def reader_files(files: Sequence[str], reader: int, readers: int) -> tuple[list[str], tuple[int, int]]:
+    """(files, record_shard) of one reader: its own files, or all files and every readers-th record."""
+    if not 0 <= reader < readers:
+        raise ValueError(f"reader {reader} is outside 0..{readers - 1}")
+    if len(files) >= readers:
+        return list(files[reader::readers]), (1, 0)
+    return list(files), (readers, reader)
+
+
+def host_readers(readers: int, process_index: int, process_count: int) -> list[int]:
+    """The readers a host runs: a contiguous block, so hosts in order hold readers in order."""
+    if readers % process_count:
+        raise ValueError(f"data.readers={readers} must be a multiple of the {process_count} processes "
+                         f"(each host runs the same number of readers)")
+    per_host = readers // process_count
+    return list(range(process_index * per_host, (process_index + 1) * per_host))
 
 
 def _parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -146,10 +173,13 @@ def make_dataset(files: Sequence[str], config: PipelineConfig, *, pad_id: int) -
     else:
         # File order, so that pair_index matches `shards.read_records(files)`.
         ds = tf.data.TFRecordDataset(list(files))
+    count, index = config.record_shard
+    if count > 1:  # every reader sees the same file order (same seed), then keeps its own records
+        ds = ds.shard(count, index)
     ds = ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.enumerate().map(lambda i, r: {**r, "pair_index": tf.cast(i, tf.int32)})
     if config.repeat and config.shuffle_buffer > 1:
-        ds = ds.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(config.shuffle_buffer, seed=config.seed + index, reshuffle_each_iteration=True)
     ds = pack(ds, max_len=config.max_len, max_segments=config.max_segments, open_rows=config.open_rows,
               pad_id=pad_id, flush=not config.repeat)
     ds = ds.batch(config.rows, drop_remainder=config.repeat)
@@ -193,6 +223,48 @@ class InputPipeline:
 
     def restore(self, path: str) -> None:
         self._checkpoint.read(path).assert_consumed()
+
+
+class ReaderGroup:
+    """The readers one host runs, as one iterator of host batches.
+
+    Each reader yields `[rows_per_reader, ...]`; a host batch concatenates them so that
+    micro-batch m of a `grad_accum`-way step (the loop reshapes to `[accum, rows / accum, ...]`)
+    holds the m-th slice of every reader: the composition of each micro-batch does not depend
+    on how readers are spread over hosts.
+    """
+
+    def __init__(self, files: Sequence[str], readers: Sequence[int], num_readers: int, config: PipelineConfig,
+                 *, pad_id: int, accum: int = 1) -> None:
+        if config.rows % accum:
+            raise ValueError(f"{config.rows} rows per reader do not split into {accum} micro-batches")
+        self.readers = list(readers)
+        self.accum = accum
+        self._streams = []
+        for r in self.readers:
+            own, record_shard = reader_files(files, r, num_readers)
+            # Own files: own seed. Shared files: one file order for all, so the record shards are disjoint.
+            seed = config.seed + (r if record_shard[0] == 1 else 0)
+            self._streams.append(InputPipeline(own, dataclasses.replace(config, record_shard=record_shard,
+                                                                        seed=seed), pad_id=pad_id))
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        parts = [next(s) for s in self._streams]
+        a = self.accum
+        return {k: np.concatenate([p[k].reshape(a, -1, *p[k].shape[1:]) for p in parts], axis=1).reshape(
+            -1, *parts[0][k].shape[1:]) for k in parts[0]}
+
+    def save(self, prefix: Callable[[int], str]) -> None:
+        """Each reader's state under `prefix(reader)`."""
+        for r, s in zip(self.readers, self._streams):
+            s.save(prefix(r))
+
+    def restore(self, prefix: Callable[[int], str]) -> None:
+        for r, s in zip(self.readers, self._streams):
+            s.restore(prefix(r))
 
 
 def packing_efficiency(batches: Sequence[dict[str, np.ndarray]]) -> float:
