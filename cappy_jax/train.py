@@ -299,9 +299,8 @@ def _pipelines(config: Any, mcfg: model_lib.ModelConfig, mesh: jax.sharding.Mesh
                                      open_rows=data.open_rows, shuffle_buffer=data.shuffle_buffer,
                                      seed=int(config.seed)), pad_id=tok.pad_token_id, accum=accum)
     all_eval_files = shards.shard_files(data.dir, data.eval_split)
-    # Evaluation files go round-robin; with fewer files than hosts some hosts score none and feed
-    # empty rows while the others work (see `evaluate`).
-    eval_files = list(all_eval_files[index::hosts])
+    # With fewer eval files than hosts some hosts score none and feed empty rows (see `evaluate`).
+    eval_files = pipeline.host_files(all_eval_files, index, hosts, allow_empty=True)
     if int(data.eval_rows) % hosts:
         raise ValueError(f"data.eval_rows={data.eval_rows} must split evenly over {hosts} hosts")
     eval_rows = int(data.eval_rows) // hosts

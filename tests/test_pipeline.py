@@ -111,6 +111,7 @@ def test_hosts_read_disjoint_shards(tmp_path, hosts):
     assert sum(len(x) for x in labels) == 80 and set().union(*labels) == set(range(80))
     with pytest.raises(ValueError, match="8 shards cannot feed 16 hosts"):
         pipeline.host_files(files, 0, 16)
+    assert pipeline.host_files(files, 9, 16, allow_empty=True) == []
 
 
 def test_bad_shards_and_records_are_named(tmp_path):

@@ -51,9 +51,11 @@ class PipelineConfig:
             raise ValueError(f"record_shard {self.record_shard}: need 0 <= index < count")
 
 
-def host_files(files: Sequence[str], process_index: int, process_count: int) -> list[str]:
-    """Disjoint shards per host; every host must get at least one."""
-    if len(files) < process_count:
+def host_files(files: Sequence[str], process_index: int, process_count: int, *,
+               allow_empty: bool = False) -> list[str]:
+    """Disjoint shards per host, round-robin; every host gets at least one unless `allow_empty`
+    (evaluation: a host without files feeds empty rows while the others score theirs)."""
+    if len(files) < process_count and not allow_empty:
         raise ValueError(f"{len(files)} shards cannot feed {process_count} hosts: "
                          f"rebuild with at least {process_count} shards per split")
     return list(files[process_index::process_count])
