@@ -201,3 +201,19 @@ def append_markdown(path: pathlib.Path, section: str) -> None:
         lead = "" if existing.endswith("\n\n") else "\n" if existing.endswith("\n") else "\n\n"
     with path.open("a") as f:
         f.write(lead + section)
+
+
+def run_baseline(path: str, args: Sequence[str]) -> list[dict[str, Any]]:
+    """Runs `../shared/bench/hf_baseline.py ARGS` (same command, same machine state); its JSON lines."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, path, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{' '.join(cmd)} printed no JSON line:\n{out.stdout[-2000:]}")
+    return lines
+

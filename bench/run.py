@@ -37,7 +37,7 @@ class Suite:
         return importlib.import_module(self.module)
 
 
-# Planned: train-real, memory.
+# Planned: memory.
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
@@ -51,6 +51,9 @@ SUITES: dict[str, Suite] = {
         Suite("score", "bench.score_suite",
               "pairs/s of the scoring API on real BIG-bench pair lengths at two batch sizes, next to "
               "hf_baseline.py's scoring (--baseline) in the same command"),
+        Suite("train-real", "bench.train_real",
+              "training pairs/s on real BIG-bench pair lengths: packed rows vs the reference's pad-to-512 vs "
+              "dynamic padding, same pairs, same run; hf_baseline.py's train-real with --baseline"),
         Suite("input", "bench.input_suite",
               "tf.data pipeline from shards to packed batches on the host: pairs/s, packing efficiency "
               "(imports TensorFlow)"),

@@ -19,8 +19,6 @@ import json
 import math
 import pathlib
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from bench import report
 from bench.report import Column
 from cappy_jax import model as model_lib
 from cappy_jax import scoring
@@ -91,18 +90,6 @@ def padding_share(lengths: list[int], opts: scoring.ScoringOptions, devices: int
     return 1.0 - sum(lengths) / slots
 
 
-def baseline(path: str, case: str, lengths_file: str, pairs_per_batch: int) -> dict[str, Any]:
-    cmd = [sys.executable, path, "--suite", "score", "--model", case, "--lengths", lengths_file,
-           "--batch", str(pairs_per_batch)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
-    lines = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"{' '.join(cmd)} printed no JSON line:\n{out.stdout[-2000:]}")
-    return lines[-1]
-
-
 def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) -> list[dict[str, Any]]:
     config = model_config(case)
     lengths = load_lengths(PAIRS[case])
@@ -137,7 +124,8 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) ->
                 "steps": steps, "theirs_pairs_per_s": None, "ratio": None,
             }
             if baseline_path:
-                theirs = baseline(baseline_path, case, lengths_file, per_batch)
+                theirs = report.run_baseline(baseline_path, ["--suite", "score", "--model", case, "--lengths",
+                                                             lengths_file, "--batch", str(per_batch)])[-1]
                 record.update(theirs_pairs_per_s=theirs["pairs_per_s"], theirs=theirs,
                               ratio=record["pairs_per_s"] / theirs["pairs_per_s"])
             records.append(record)

@@ -270,14 +270,15 @@ def test_train_shape_reduced_times_the_real_train_step(tmp_path):
 FAKE_BASELINE = """\
 import argparse, json
 p = argparse.ArgumentParser()
-for a in ("--suite", "--model", "--lengths", "--batch"):
+for a in ("--suite", "--model", "--lengths", "--batch", "--modes"):
     p.add_argument(a)
 a = p.parse_args()
 lengths = json.load(open(a.lengths))
-assert a.suite == "score" and all(isinstance(n, int) for n in lengths)
+assert a.suite in ("score", "train-real") and all(isinstance(n, int) for n in lengths)
 print("loading...")
-print(json.dumps({"suite": "score", "impl": "fake", "pairs_per_s": 100.0 * int(a.batch), "n": len(lengths),
-                  "model": a.model}))
+for mode in (a.modes.split(",") if a.modes else ["bf16"]):
+    print(json.dumps({"suite": a.suite, "impl": "hf-torch-" + mode, "pairs_per_s": 100.0 * int(a.batch),
+                      "useful_tokens_per_s": 1000, "n": len(lengths), "model": a.model}))
 """
 
 
@@ -313,3 +314,44 @@ def test_score_lengths_file_is_the_documented_real_distribution():
     assert len(lengths) == meta["sampled"] and len(meta["tasks"]) >= 20
     assert min(lengths) >= 3 and max(lengths) <= 512 and meta["max"] == max(lengths)
     assert abs(sum(lengths) / len(lengths) - meta["mean"]) < 0.1
+
+
+def test_train_real_reduced_compares_three_recipes_and_the_baseline_on_the_same_pairs(tmp_path, monkeypatch):
+    from bench import train_real
+
+    monkeypatch.setitem(train_real.PAIRS, "tiny", 48)
+    fake = tmp_path / "hf_baseline.py"
+    fake.write_text(FAKE_BASELINE)
+    out, md = tmp_path / "results.jsonl", tmp_path / "BENCHMARKS.md"
+    records = bench_run.main(["--suite", "train-real", "--cases", "tiny", "--steps", "1", "--warmup", "1",
+                              "--baseline", str(fake), "--output", str(out), "--markdown", str(md)])
+    ours = {r["recipe"]: r for r in records if not r["recipe"].startswith("hf")}
+    assert list(ours) == ["packed", "pad512", "dynamic"]
+    lengths = train_real.load_lengths(48)
+    for r in ours.values():
+        assert r["pairs"] == 48 and math.isclose(r["useful_tokens_per_s"], sum(lengths) / r["pass_s"])
+        assert math.isclose(r["packed_ratio"], ours["packed"]["pairs_per_s"] / r["pairs_per_s"])
+    # Packing computes far fewer token slots than padding every pair to 512 (48 pairs: the last step's
+    # empty rows count as padding too).
+    assert 3 * ours["packed"]["padding_percent"] < ours["pad512"]["padding_percent"]
+    assert ours["packed"]["train_steps"] < ours["pad512"]["train_steps"] == ours["dynamic"]["train_steps"]
+    theirs = [r for r in records if r["recipe"].startswith("hf")]
+    assert [r["recipe"] for r in theirs] == ["hf pad512", "hf dynamic"]
+    assert all(r["theirs"]["n"] == 48 and r["theirs_pairs_per_s"] == 800.0 for r in theirs)
+
+
+def test_train_real_batches_cover_every_pair_once():
+    from bench import train_real
+
+    lengths = train_real.load_lengths(300)
+    for recipe in train_real.RECIPES:
+        steps = train_real.batches(lengths, recipe, 8)
+        seen = sorted(i for step in steps for row in step for i in row)
+        assert seen == list(range(300)), recipe
+        assert all(len(step) <= 8 for step in steps)
+        for step in steps:
+            w = train_real.width(recipe, lengths, step)
+            assert all(sum(lengths[i] for i in row) <= w for row in step)
+            if recipe == "dynamic":
+                assert w % 64 == 0 or w == train_real.MAX_LEN
+

@@ -1,0 +1,177 @@
+"""Suite `train-real`: training throughput on the real length distribution, three batching recipes.
+
+    python -m bench.run --suite train-real [--cases tiny,large] [--baseline ../shared/bench/hf_baseline.py]
+
+Workload: the first `PAIRS[case]` pair lengths of `bench/data/bigbench_lengths.json` (24 BIG-bench
+Lite tasks, `bench/make_lengths.py`), as random token ids and labels. Every recipe trains on the
+same pairs with the real train step (`train.build`: AdamW, clipping, dropout, donation, data
+parallel over every local device) and is timed over one pass of all of them after a pass that
+compiles every shape:
+- `packed` (cappy_jax): pairs packed longest-first into 512-token rows of up to 16 pairs
+  (`packing.pack_lengths`), `ROWS` rows a step;
+- `pad512` (the reference recipe): one pair per row padded to 512, `ROWS` pairs a step;
+- `dynamic`: one pair per row, length-sorted windows of 100 batches padded to a multiple of 64,
+  `ROWS` pairs a step (what hf_baseline.py's `dynamic` mode does).
+useful tokens/s counts pair tokens only. With `--baseline`, `hf_baseline.py --suite train-real
+--lengths <the same lengths> --batch ROWS --modes pad512,dynamic` runs in the same command. Needs
+neither TensorFlow nor ml_collections.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import tempfile
+import time
+import types
+from typing import Any
+
+import jax
+import numpy as np
+
+from bench import report
+from bench.report import Column
+from bench.score_suite import load_lengths, model_config
+from cappy_jax import packing, train
+from cappy_jax import sharding as sharding_lib
+from configs import pretrain
+
+CASES = ("tiny", "large")
+PAIRS = {"tiny": 256, "large": 4096}
+ROWS = {"tiny": 8, "large": 32}         # rows (packed) or pairs (padded) per step, all devices
+DTYPE = {"tiny": "float32", "large": "bfloat16"}
+MAX_LEN, MAX_SEGMENTS = 512, 16
+RECIPES = ("packed", "pad512", "dynamic")
+DEFAULT_STEPS = {"tiny": 1, "large": 1}  # timed passes over all pairs
+DEFAULT_WARMUP = 1
+
+NOTE = ("real train step on random ids with the real pair lengths of bench/data/bigbench_lengths.json (24 "
+        "BIG-bench Lite tasks); packed = cappy_jax (512-token rows, up to 16 pairs), pad512 = the reference "
+        "recipe, dynamic = length-sorted windows padded to a multiple of 64; each recipe times one pass over the "
+        "same pairs after a compile pass; useful tokens/s counts pair tokens only; theirs = "
+        "hf_baseline.py --suite train-real in the same command; ratio = packed pairs/s / that recipe's")
+
+COLUMNS = (
+    Column("case", "case"),
+    Column("recipe", "recipe"),
+    Column("device", "device_kind"),
+    Column("pairs", "pairs", ",d"),
+    Column("steps", "train_steps", "d"),
+    Column("padding", "padding_percent", ".1f"),
+    Column("pass (s)", "pass_s", ".2f"),
+    Column("pairs/s", "pairs_per_s", ",.1f"),
+    Column("useful tokens/s", "useful_tokens_per_s", ",.0f"),
+    Column("theirs pairs/s", "theirs_pairs_per_s", ",.1f"),
+    Column("packed ÷ this", "packed_ratio", ".2f"),
+)
+
+
+def batches(lengths: list[int], recipe: str, rows: int, seed: int = 0) -> list[list[list[int]]]:
+    """Per step, the pair indices of each row. Pure."""
+    if recipe == "packed":
+        packed = packing.pack_lengths(lengths, MAX_LEN, MAX_SEGMENTS)
+        return [packed[i:i + rows] for i in range(0, len(packed), rows)]
+    order = list(range(len(lengths)))
+    rng = np.random.default_rng(seed)
+    rng.shuffle(order)
+    if recipe == "pad512":
+        return [[[i] for i in order[k:k + rows]] for k in range(0, len(order), rows)]
+    if recipe != "dynamic":
+        raise ValueError(f"unknown recipe {recipe!r}")
+    steps = []
+    window = rows * 100
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w:w + window], key=lambda i: lengths[i])
+        steps += [[[i] for i in chunk[k:k + rows]] for k in range(0, len(chunk), rows)]
+    rng.shuffle(steps)
+    return steps
+
+
+def width(recipe: str, lengths: list[int], step: list[list[int]]) -> int:
+    if recipe != "dynamic":
+        return MAX_LEN
+    return min(MAX_LEN, -(-max(sum(lengths[i] for i in row) for row in step) // 64) * 64)
+
+
+def _config() -> Any:
+    """What `train.build` reads, as a plain namespace (no ml_collections on the GPU machine)."""
+    return types.SimpleNamespace(
+        optim=dict(learning_rate=1e-5, warmup_fraction=0.06, schedule="linear", end_fraction=0.0,
+                   weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-6, clip_norm=1.0),
+        num_steps=100_000, loss="bce", rules=pretrain.RULES, init_from="", seed=0,
+        data=types.SimpleNamespace(max_len=MAX_LEN))
+
+
+def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) -> list[dict[str, Any]]:
+    mcfg = model_config(case).replace(dtype=DTYPE[case], dropout_rate=0.1)
+    lengths = [min(n, MAX_LEN) for n in load_lengths(PAIRS[case])]
+    rng = np.random.default_rng(0)
+    ids = [np.concatenate([[0], rng.integers(5, mcfg.vocab_size, n - 1)]).astype(np.int32) for n in lengths]
+    types_ = [np.zeros(n, np.int32) for n in lengths]
+    labels = rng.random(len(lengths)).astype(np.float32)
+    devices = jax.local_devices()
+    mesh = sharding_lib.make_mesh({"data": -1}, devices=devices)
+    setup = train.build(_config(), mesh, mcfg)
+    batch_sh = sharding_lib.accum_batch_sharding(mesh)
+    rows = max(ROWS[case], len(devices)) // len(devices) * len(devices)
+    key = jax.random.key(0)
+    records = []
+    for recipe in RECIPES:
+        plan = batches(lengths, recipe, rows)
+        segments = MAX_SEGMENTS if recipe == "packed" else 1
+        prepared = []
+        for step in plan:
+            b = packing.make_batch(ids, types_, step, max_len=width(recipe, lengths, step), max_segments=segments,
+                                   pad_id=mcfg.pad_token_id, labels=labels, num_rows=rows)
+            b.pop("pair_index")
+            prepared.append({k: jax.device_put(v[None], batch_sh) for k, v in b.items()})
+        state = train.initial_state(_config(), setup)
+        slots = sum(b["segment_ids"].size for b in prepared)
+        for _ in range(max(warmup, 1)):  # compiles every shape
+            for b in prepared:
+                state, out = setup.step_fn(state, b, key)
+            jax.block_until_ready(out["loss"])
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            for b in prepared:
+                state, out = setup.step_fn(state, b, key)
+            jax.block_until_ready(out["loss"])
+            times.append(time.perf_counter() - t)
+        if not np.isfinite(float(out["loss"])):
+            raise RuntimeError(f"{case}/{recipe}: non-finite loss")
+        pass_s = float(np.median(times))
+        records.append({
+            "case": case, "recipe": recipe, "device_kind": devices[0].device_kind, "devices": len(devices),
+            "pairs": len(lengths), "train_steps": len(prepared), "rows_per_step": rows, "dtype": DTYPE[case],
+            "padding_percent": 100 * (1 - sum(lengths) / slots), "pass_s": pass_s,
+            "pairs_per_s": len(lengths) / pass_s, "useful_tokens_per_s": sum(lengths) / pass_s,
+            "theirs_pairs_per_s": None, "packed_ratio": None, "steps": steps,
+        })
+    packed = records[0]["pairs_per_s"]
+    for r in records:
+        r["packed_ratio"] = packed / r["pairs_per_s"]
+    if baseline_path:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(lengths, f)
+        try:
+            theirs = report.run_baseline(baseline_path, ["--suite", "train-real", "--model", case, "--lengths",
+                                                         f.name, "--batch", str(rows), "--modes", "pad512,dynamic"])
+        finally:
+            pathlib.Path(f.name).unlink(missing_ok=True)
+        for t in theirs:
+            mode = t["impl"].rsplit("-", 1)[-1]
+            records.append({"case": case, "recipe": f"hf {mode}", "device_kind": t.get("device"),
+                            "pairs": len(lengths), "pairs_per_s": None, "useful_tokens_per_s": t.get("useful_tokens_per_s"),
+                            "theirs_pairs_per_s": t["pairs_per_s"], "packed_ratio": packed / t["pairs_per_s"],
+                            "theirs": t, "steps": steps})
+    return records
+
+
+def run(*, steps: int | None = None, warmup: int | None = None, cases: list[str] | None = None,
+        baseline: str | None = None) -> list[dict]:
+    if cases is None:  # roberta-large over 4k pairs is for accelerators; a CPU runs the reduced case
+        cases = ["tiny"] if jax.default_backend() == "cpu" else list(CASES)
+    return [r for c in cases for r in measure(c, steps=steps or DEFAULT_STEPS[c],
+                                              warmup=DEFAULT_WARMUP if warmup is None else warmup,
+                                              baseline_path=baseline)]
