@@ -37,7 +37,6 @@ class Suite:
         return importlib.import_module(self.module)
 
 
-# Planned: memory.
 SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
@@ -54,6 +53,9 @@ SUITES: dict[str, Suite] = {
         Suite("train-real", "bench.train_real",
               "training pairs/s on real BIG-bench pair lengths: packed rows vs the reference's pad-to-512 vs "
               "dynamic padding, same pairs, same run; hf_baseline.py's train-real with --baseline"),
+        Suite("memory", "bench.memory_suite",
+              "per-device memory of the train step at 8 and 32 rows (and the largest that fits on an "
+              "accelerator), with and without remat"),
         Suite("input", "bench.input_suite",
               "tf.data pipeline from shards to packed batches on the host: pairs/s, packing efficiency "
               "(imports TensorFlow)"),

@@ -355,3 +355,22 @@ def test_train_real_batches_cover_every_pair_once():
             if recipe == "dynamic":
                 assert w % 64 == 0 or w == train_real.MAX_LEN
 
+
+
+def test_memory_reduced_grows_with_the_batch_and_remat_saves_temporaries(tmp_path):
+    out, md = tmp_path / "results.jsonl", tmp_path / "BENCHMARKS.md"
+    records = bench_run.main(["--suite", "memory", "--cases", "tiny", "--output", str(out), "--markdown", str(md)])
+    by = {(r["rows_per_device"], r["remat"]): r for r in records}
+    assert set(by) == {(8, False), (32, False), (8, True), (32, True)}
+    for remat in (False, True):
+        assert 0 < by[8, remat]["estimate_gib"] < by[32, remat]["estimate_gib"]
+    assert by[32, True]["temp_gib"] < by[32, False]["temp_gib"]  # activations recomputed, not kept
+    assert "| tiny | cpu | 32 | 128 | True |" in md.read_text()
+
+
+def test_largest_fitting_finds_the_boundary():
+    from bench.memory_suite import largest_fitting
+
+    for limit in (1, 5, 32, 33, 100):
+        assert largest_fitting(lambda n: n <= limit, 32) == limit
+    assert largest_fitting(lambda n: False, 32) == 0
