@@ -314,19 +314,16 @@ def boost_file(scorer: Any, backend: llm_lib.Backend, input: str | os.PathLike, 
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(output)
     tasks = read_tasks(input)
-    with open(partial, "w", encoding="utf-8") as f:
+    with cli.atomic_writer(output, tmp_path=partial, keep_partial=True) as f:
         try:
             _stream(f, tasks, scorer, backend, recipe, self_score, batch_instructions, tally, total, start)
         except BaseException:
             log.warning("stopped after %d of %d records; those are in %s (a re-run starts over)",
                         tally.records, total, partial)
             raise
-        f.flush()
-        os.fsync(f.fileno())
-    if tally.records != total:
-        raise InputError(f"{input} changed while it was read ({total} records, then {tally.records}); "
-                         f"the records done are in {partial}")
-    os.replace(partial, output)
+        if tally.records != total:
+            raise InputError(f"{input} changed while it was read ({total} records, then {tally.records}); "
+                             f"the records done are in {partial}")
     means = tally.means()
     summary = {
         "output": str(output),
@@ -342,7 +339,8 @@ def boost_file(scorer: Any, backend: llm_lib.Backend, input: str | os.PathLike, 
         "backend": repr(backend),
         "seconds": round(time.monotonic() - start, 3),
     }
-    _write_atomic(summary_path(output), json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    with cli.atomic_writer(summary_path(output)) as f:
+        f.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
 
 
@@ -376,15 +374,6 @@ def _stream(f: Any, tasks: Iterator[Task], scorer: Any, backend: llm_lib.Backend
                   if tally.with_references else "")
         log.info("%d/%d instructions (%.0f%%), %.0fs, ETA %.0fs%s", tally.records, total,
                  100 * tally.records / total, elapsed, elapsed * (total - tally.records) / tally.records, so_far)
-
-
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
@@ -426,12 +415,10 @@ def main(argv: list[str]) -> None:
     f = flags.FLAGS
     config = f.config
     # Plain messages, not UsageError: that one prints this module's whole docstring before them.
-    if bool(f.checkpoint) == bool(f.hf):
-        raise SystemExit("error: pass exactly one scorer: --checkpoint (scorer dir or training workdir) or --hf "
-                         "(an HF sequence-classification dir)")
-    if f.step is not None and not f.checkpoint:
-        raise SystemExit("error: --step picks a step of a training workdir: use it with --checkpoint")
+    from cappy_jax import scoring
+
     try:
+        scoring.check_source(checkpoint=f.checkpoint, hf=f.hf, step=f.step)
         apply_shorthands(config, llm=f.llm, llm_model=f.llm_model, llm_base_url=f.llm_base_url,
                          self_score=f.self_score)
         recipe = llm_lib.recipe_named(config.llm.recipe)
@@ -446,14 +433,8 @@ def main(argv: list[str]) -> None:
         # JAX would take 75% of the GPU at start-up and leave the LLM too little: allocate on demand.
         # Before the scorer's import, so JAX reads it when it starts its backend.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from cappy_jax.scoring import Scorer
-
-    scoring = config.scoring.to_dict()
     try:
-        if f.checkpoint:
-            scorer = Scorer.from_checkpoint(f.checkpoint, step=f.step, **scoring)
-        else:
-            scorer = Scorer.from_hf(f.hf, **scoring)
+        scorer = scoring.load(checkpoint=f.checkpoint, hf=f.hf, step=f.step, **config.scoring.to_dict())
     except ValueError as e:
         raise SystemExit(f"error: {e} (the scoring knobs are --config.scoring.KEY=VALUE)") from None
     try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+import os
+from collections.abc import Iterator
+from typing import IO, Any
 
 
 def quiet_logging() -> None:
@@ -82,3 +85,32 @@ class Progress:
         if self.enabled:
             self._print(self._clock())
             print(file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, *, tmp_path: str | os.PathLike | None = None,
+                  keep_partial: bool = False) -> Iterator[IO[str]]:
+    """A text file that replaces `path` only when the block succeeds, so a crash never leaves half a file.
+
+    It is written at `tmp_path` (default `.NAME.PID.tmp` beside `path`), fsynced and renamed over
+    `path`; on failure it is removed, or kept with `keep_partial` (a long job's finished records).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.fspath(tmp_path) if tmp_path is not None else os.path.join(
+        directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    f = open(tmp, "w", encoding="utf-8")
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)
+    except BaseException:
+        f.close()
+        if not keep_partial:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        raise
+

@@ -27,6 +27,8 @@ from typing import Any
 
 from etils import epath
 
+from cappy_jax import cli
+
 log = logging.getLogger("cappy_jax.demo")
 STATE_FILE = "demo_state.json"
 EXAMPLES_SHOWN = 3
@@ -52,9 +54,8 @@ class _Stages:
 
     def mark(self, name: str, fingerprint: Any) -> None:
         self.done[name] = fingerprint
-        tmp = self.path.parent / (self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.done, indent=1, sort_keys=True))
-        os.replace(os.fspath(tmp), os.fspath(self.path))
+        with cli.atomic_writer(self.path) as f:
+            f.write(json.dumps(self.done, indent=1, sort_keys=True))
 
 
 def _stage(i: int, text: str, reused: bool) -> None:
@@ -150,9 +151,8 @@ def run_demo(workdir: str, *, variant: str = "default", fresh: bool = False) -> 
     _stage(4, f"held-out evaluation ({', '.join(data_cfg.heldout_tasks)}) -> {report_dir}", done)
     t = time.time()
     if not done:
-        scoring = dict(ev.scoring)
-        scorer = Scorer.from_checkpoint(str(train_dir), **{**scoring, "widths": tuple(scoring["widths"])})
-        encoder = Scorer.from_checkpoint(str(init_dir), **{**scoring, "widths": tuple(scoring["widths"])})
+        scorer = Scorer.from_checkpoint(str(train_dir), **ev.scoring)
+        encoder = Scorer.from_checkpoint(str(init_dir), **ev.scoring)
         evaluate.evaluate_config(ev, report_dir, scorer, scorer_name=f"checkpoint {train_dir} (step {num_steps})",
                                  baselines={"zero-shot cosine": lambda items: baselines.cosine_choice(encoder, items)})
         stages.mark("evaluate", eval_fingerprint)

@@ -564,25 +564,6 @@ def resolve_config(flags_obj: Any) -> Any:
     return config
 
 
-def load_scorer(*, checkpoint: str | None, hf: str | None, step: int | None, scoring: Mapping[str, Any],
-                head_activation: str | None = None) -> Any:
-    """A `Scorer` from `--checkpoint` (scorer directory or training workdir) or `--hf`, with the config's knobs."""
-    from cappy_jax.scoring import Scorer
-
-    if bool(checkpoint) == bool(hf):
-        raise ValueError("pass exactly one of --checkpoint (a scorer directory or training workdir) and --hf "
-                         "(an HF scorer directory)")
-    if hf and step is not None:
-        raise ValueError("--step is for --checkpoint (a training workdir), not --hf")
-    if checkpoint and head_activation is not None:
-        raise ValueError("--head_activation only applies to --hf; a scorer directory stores its own "
-                         "(set it when converting: convert from-hf --head_activation)")
-    overrides = {k: (tuple(v) if k == "widths" else v) for k, v in dict(scoring).items()}
-    if checkpoint:
-        return Scorer.from_checkpoint(checkpoint, step=step, **overrides)
-    return Scorer.from_hf(hf, head_activation=head_activation, **overrides)
-
-
 def print_summary(evaluation: Evaluation, output: str | os.PathLike) -> None:
     results = evaluation.results
     metric = results["metric"]
@@ -600,6 +581,7 @@ def print_summary(evaluation: Evaluation, output: str | os.PathLike) -> None:
 def main(argv: list[str]) -> None:
     from absl import flags
 
+    from cappy_jax import scoring
     from cappy_jax.cli import quiet_logging
     from cappy_jax.data import llm as llm_lib
 
@@ -612,8 +594,8 @@ def main(argv: list[str]) -> None:
         loaded = load_examples(cfg["data"], suite=cfg["suite"], units=cfg["units"],
                                max_examples_per_task=cfg["max_examples_per_task"])
         backend = llm_lib.backend_from_config(cfg["llm"]) if cfg["suite"] == GENERATION else None
-        scorer = load_scorer(checkpoint=f.checkpoint, hf=f.hf, step=f.step, scoring=cfg["scoring"],
-                             head_activation=f.head_activation)
+        scorer = scoring.load(checkpoint=f.checkpoint, hf=f.hf, step=f.step, head_activation=f.head_activation,
+                              **cfg["scoring"])
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"evaluate: {e}") from None
     name = f"checkpoint {f.checkpoint}" + (f" (step {f.step})" if f.step is not None else "") if f.checkpoint \

@@ -170,26 +170,6 @@ def check_input(path: str, *, validate: bool = True) -> int:
 
 
 # ---------------------------------------------------------------------------------- writing
-@contextlib.contextmanager
-def _atomic_writer(path: str) -> Iterator[IO[str]]:
-    """A text file at `.NAME.PID.tmp` beside `path`, renamed over `path` on success, removed on failure."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    f = open(tmp, "w", encoding="utf-8")
-    try:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        os.replace(tmp, path)
-    except BaseException:
-        f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
 def _short_float(x: np.float32) -> float:
     """The shortest decimal that reads back as the same float32 (0.3, not 0.30000001192092896)."""
     return float(str(np.float32(x)))
@@ -303,8 +283,8 @@ def score_file(scorer: Scorer, input_path: str, output_path: str, *, skip_bad: b
     stats: dict[str, Any] = dict(records=0, pairs=0, rejected=0, output=output_path, rejects=rejects_path)
 
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(_atomic_writer(output_path))
-        rejects = stack.enter_context(_atomic_writer(rejects_path)) if skip_bad else None
+        out = stack.enter_context(cli.atomic_writer(output_path))
+        rejects = stack.enter_context(cli.atomic_writer(rejects_path)) if skip_bad else None
         raw_lines: dict[int, str] = {}  # raw text of the chunk's lines, for the rejects file
 
         def reject(line_no: int, problem: str, text: str) -> None:
@@ -354,14 +334,9 @@ def score_file(scorer: Scorer, input_path: str, output_path: str, *, skip_bad: b
 def check_flags(*, checkpoint: str | None, hf: str | None, step: int | None, head_activation: str | None,
                 skip_bad: bool, rejects: str | None) -> None:
     """The flag combinations that make sense; raises ValueError saying which flag to change."""
-    if (checkpoint is None) == (hf is None):
-        raise ValueError("give exactly one of --checkpoint (a scorer directory or training workdir) and "
-                         "--hf (an HF sequence-classification directory)")
-    if step is not None and hf is not None:
-        raise ValueError("--step picks a checkpoint of a training workdir: use it with --checkpoint, not --hf")
-    if head_activation is not None and checkpoint is not None:
-        raise ValueError("--head_activation only applies to --hf; a scorer directory stores its own "
-                         "(set it when converting: convert from-hf --head_activation)")
+    from cappy_jax.scoring import check_source
+
+    check_source(checkpoint=checkpoint, hf=hf, step=step, head_activation=head_activation)
     if rejects is not None and not skip_bad:
         raise ValueError("--rejects names the file for bad records: pass --skip_bad too")
 
@@ -387,13 +362,11 @@ def main(argv: list[str]) -> None:
     except BadInput as e:
         sys.exit(f"error: {e}")
 
-    from cappy_jax.scoring import Scorer
+    from cappy_jax import scoring
 
     overrides = f.config.to_dict()
-    if f.checkpoint is not None:
-        scorer = Scorer.from_checkpoint(f.checkpoint, step=f.step, **overrides)
-    else:
-        scorer = Scorer.from_hf(f.hf, head_activation=f.head_activation, **overrides)
+    scorer = scoring.load(checkpoint=f.checkpoint, hf=f.hf, step=f.step, head_activation=f.head_activation,
+                          **overrides)
     try:
         stats = score_file(scorer, f.input, f.output, skip_bad=f.skip_bad, rejects_path=f.rejects,
                            chunk_pairs=overrides["chunk_pairs"], total=total)

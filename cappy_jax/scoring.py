@@ -160,6 +160,28 @@ def _unpack(values: list[np.ndarray], pair_index: list[np.ndarray], n: int) -> n
     return out
 
 
+def check_source(*, checkpoint: str | None, hf: str | None, step: int | None = None,
+                 head_activation: str | None = None) -> None:
+    """The CLIs' `--checkpoint | --hf` choice; a ValueError names the flag to change."""
+    if bool(checkpoint) == bool(hf):
+        raise ValueError("give exactly one of --checkpoint (a scorer directory or training workdir) and "
+                         "--hf (an HF sequence-classification directory)")
+    if step is not None and hf:
+        raise ValueError("--step picks a checkpoint of a training workdir: use it with --checkpoint, not --hf")
+    if head_activation is not None and checkpoint:
+        raise ValueError("--head_activation only applies to --hf; a scorer directory stores its own "
+                         "(set it when converting: convert from-hf --head_activation)")
+
+
+def load(*, checkpoint: str | None = None, hf: str | None = None, step: int | None = None,
+         head_activation: str | None = None, **overrides: Any) -> Scorer:
+    """`Scorer.from_checkpoint` or `Scorer.from_hf`, whichever one is given (see `check_source`)."""
+    check_source(checkpoint=checkpoint, hf=hf, step=step, head_activation=head_activation)
+    if checkpoint:
+        return Scorer.from_checkpoint(checkpoint, step=step, **overrides)
+    return Scorer.from_hf(hf, head_activation=head_activation, **overrides)
+
+
 class Scorer:
     """A loaded scorer, ready to score pairs on every local device.
 
