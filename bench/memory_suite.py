@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from bench.report import Column
-from bench.train_throughput import _config, synthetic_batch
+from bench.train_throughput import step_config, synthetic_batch
 from cappy_jax import model as model_lib
 from cappy_jax import sharding as sharding_lib
 from cappy_jax import train
@@ -87,12 +87,12 @@ def measure(case: str) -> list[dict[str, Any]]:
     records = []
     for remat in (False, True):
         mcfg = _model(case, remat)
-        setup = train.build(_config(min(seq_len, mcfg.max_len)), mesh, mcfg)
+        setup = train.build(step_config(min(seq_len, mcfg.max_len)), mesh, mcfg)
         for rows in BATCHES:
             est = estimate(setup, mesh, rows, seq_len)
             measured = None
             if limit and est["estimate"] < limit:
-                state = train.initial_state(_config(seq_len), setup)
+                state = train.initial_state(step_config(seq_len), setup)
                 sh = sharding_lib.accum_batch_sharding(mesh)
                 batch = {k: jax.device_put(v, sh) for k, v in
                          synthetic_batch(rows * len(devices), seq_len, mcfg.vocab_size).items()}

@@ -23,7 +23,6 @@ import json
 import pathlib
 import tempfile
 import time
-import types
 from typing import Any
 
 import jax
@@ -32,9 +31,9 @@ import numpy as np
 from bench import report
 from bench.report import Column
 from bench.score_suite import load_lengths, model_config
+from bench.train_throughput import step_config
 from cappy_jax import packing, train
 from cappy_jax import sharding as sharding_lib
-from configs import pretrain
 
 CASES = ("tiny", "large")
 PAIRS = {"tiny": 256, "large": 4096}
@@ -93,15 +92,6 @@ def width(recipe: str, lengths: list[int], step: list[list[int]]) -> int:
     return min(MAX_LEN, -(-max(sum(lengths[i] for i in row) for row in step) // 64) * 64)
 
 
-def _config() -> Any:
-    """What `train.build` reads, as a plain namespace (no ml_collections on the GPU machine)."""
-    return types.SimpleNamespace(
-        optim=dict(learning_rate=1e-5, warmup_fraction=0.06, schedule="linear", end_fraction=0.0,
-                   weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-6, clip_norm=1.0),
-        num_steps=100_000, loss="bce", rules=pretrain.RULES, init_from="", seed=0,
-        data=types.SimpleNamespace(max_len=MAX_LEN))
-
-
 def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) -> list[dict[str, Any]]:
     mcfg = model_config(case).replace(dtype=DTYPE[case], dropout_rate=0.1)
     lengths = [min(n, MAX_LEN) for n in load_lengths(PAIRS[case])]
@@ -111,7 +101,7 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) ->
     labels = rng.random(len(lengths)).astype(np.float32)
     devices = jax.local_devices()
     mesh = sharding_lib.make_mesh({"data": -1}, devices=devices)
-    setup = train.build(_config(), mesh, mcfg)
+    setup = train.build(step_config(MAX_LEN), mesh, mcfg)
     batch_sh = sharding_lib.accum_batch_sharding(mesh)
     rows = max(ROWS[case], len(devices)) // len(devices) * len(devices)
     key = jax.random.key(0)
@@ -125,7 +115,7 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) ->
                                    pad_id=mcfg.pad_token_id, labels=labels, num_rows=rows)
             b.pop("pair_index")
             prepared.append({k: jax.device_put(v[None], batch_sh) for k, v in b.items()})
-        state = train.initial_state(_config(), setup)
+        state = train.initial_state(step_config(MAX_LEN), setup)
         slots = sum(b["segment_ids"].size for b in prepared)
         for _ in range(max(warmup, 1)):  # compiles every shape
             for b in prepared:

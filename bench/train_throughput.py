@@ -59,7 +59,7 @@ COLUMNS = (
 )
 
 
-def _config(seq_len: int) -> Any:
+def step_config(seq_len: int) -> Any:
     """What `train.build` reads, as a plain namespace (no ml_collections on the GPU machine)."""
     return types.SimpleNamespace(
         optim=dict(learning_rate=1e-5, warmup_fraction=0.06, schedule="linear", end_fraction=0.0,
@@ -90,7 +90,7 @@ def measure(case: str, *, steps: int, warmup: int, remat: bool = False) -> dict[
     seq_len = min(shape["seq_len"], mcfg.max_len)
     devices = jax.local_devices()
     mesh = sharding_lib.make_mesh({"data": -1}, devices=devices)
-    config = _config(seq_len)
+    config = step_config(seq_len)
     setup = train.build(config, mesh, mcfg)
     state = train.initial_state(config, setup)
     rows = shape["rows_per_device"] * len(devices)
