@@ -11,6 +11,7 @@ import contextlib
 import http.server
 import json
 import pathlib
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -217,3 +218,26 @@ class FunctionScorer(evaluate.FunctionScorer):
         pairs = list(pairs)
         self.seen += pairs
         return super().score(pairs, progress=progress)
+
+
+# A PromptSource templates.yaml of ANLI (held out in T0): one original-task template with choices, one
+# open-ended template that neither the choice suite nor T0's held-out evaluation uses.
+ANLI_YAML = textwrap.dedent("""\
+    dataset: anli
+    templates:
+      anli-gpt3: !Template
+        answer_choices: True ||| Neither ||| False
+        id: anli-gpt3
+        jinja: '{{premise}} Question: {{hypothesis}} True, False, or Neither? ||| {{ answer_choices[label] }}'
+        metadata: !TemplateMetadata
+          original_task: true
+        name: GPT-3 style
+        reference: ''
+      anli-open: !Template
+        id: anli-open
+        jinja: '{{premise}} ||| {{hypothesis}}'
+        metadata: !TemplateMetadata
+          original_task: false
+        name: open
+        reference: ''
+    """)

@@ -14,6 +14,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from fakes import ANLI_YAML
 
 from cappy_jax import evaluate, report
 from cappy_jax.data import llm as llm_lib
@@ -175,18 +176,6 @@ RTE_YAML = textwrap.dedent("""\
         reference: ''
     """)
 
-ANLI_YAML = textwrap.dedent("""\
-    dataset: anli
-    templates:
-      anli-gpt3: !Template
-        answer_choices: True ||| Neither ||| False
-        id: anli-gpt3
-        jinja: '{{premise}} Question: {{hypothesis}} True, False, or Neither? ||| {{ answer_choices[label] }}'
-        metadata: !TemplateMetadata
-          original_task: true
-        name: GPT-3 style
-        reference: ''
-    """)
 
 
 def test_promptsource_tasks_average_over_templates_then_datasets_and_rounds(tmp_path):

@@ -12,6 +12,7 @@ import re
 import textwrap
 
 import pytest
+from fakes import ANLI_YAML
 
 from cappy_jax.data import read
 from cappy_jax.data.read import Unit
@@ -280,25 +281,6 @@ IMDB_YAML = textwrap.dedent("""\
         reference: ''
     """)
 
-ANLI_YAML = textwrap.dedent("""\
-    dataset: anli
-    templates:
-      anli-gpt3: !Template
-        answer_choices: True ||| Neither ||| False
-        id: anli-gpt3
-        jinja: '{{premise}} Question: {{hypothesis}} True, False, or Neither? ||| {{ answer_choices[label] }}'
-        metadata: !TemplateMetadata
-          original_task: true
-        name: GPT-3 style
-        reference: ''
-      anli-open: !Template
-        id: anli-open
-        jinja: '{{premise}} ||| {{hypothesis}}'
-        metadata: !TemplateMetadata
-          original_task: false
-        name: open
-        reference: ''
-    """)
 
 
 @pytest.fixture
