@@ -114,3 +114,22 @@ def atomic_writer(path: str | os.PathLike, *, tmp_path: str | os.PathLike | None
                 os.remove(tmp)
         raise
 
+
+
+def compilation_cache_path(setting: str, workdir: str) -> str | None:
+    """Where compiled programs are kept: `setting` under `workdir` when relative, as given when absolute
+    or a URL (gs://), None when empty. Pure."""
+    if not setting:
+        return None
+    if "://" in setting or os.path.isabs(setting):
+        return setting
+    return workdir.rstrip("/") + "/" + setting
+
+
+def enable_compilation_cache(path: str) -> None:
+    """Process-wide, so only entry points call it: every compiled program goes to (and comes from) `path`."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    logging.getLogger("cappy_jax").info("compiled programs are cached in %s", path)

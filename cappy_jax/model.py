@@ -115,9 +115,13 @@ class ModelConfig:
         return jnp.dtype(self.dtype)
 
     def attention_impl(self) -> str:
-        if self.attention == "auto":
-            return "cudnn" if jax.default_backend() == "gpu" else "xla"
-        return self.attention
+        """`auto`: cuDNN's fused kernel where it runs (a GPU, 16-bit compute, head size a multiple of 8
+        up to 128), XLA's attention elsewhere, so float32 runs on a GPU work too."""
+        if self.attention != "auto":
+            return self.attention
+        fused_ok = (jax.default_backend() == "gpu" and self.compute_dtype() in (jnp.bfloat16, jnp.float16)
+                    and self.head_dim % 8 == 0 and self.head_dim <= 128)
+        return "cudnn" if fused_ok else "xla"
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)

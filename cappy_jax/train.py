@@ -125,8 +125,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     (grads, loss_value), _ = jax.lax.scan(micro, (zeros, jnp.zeros((), jnp.float32)),
                                           (dict(batch), jnp.arange(accum)))
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    with jax.named_scope("optimizer"):  # names the update in profiles (bench/profile_suite.py)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
     out = {"loss": loss_value, "grad_norm": optax.tree.norm(grads), "pairs": jnp.sum(batch["label_mask"]),
            "tokens": jnp.sum(batch["segment_ids"] > 0)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), out
@@ -176,8 +177,11 @@ def build(config: Any, mesh: jax.sharding.Mesh, mcfg: model_lib.ModelConfig) -> 
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             nn.unbox(boxed), shardings)
     batch_sh = sharding_lib.accum_batch_sharding(mesh)
+    def step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array):
+        return train_step(state, batch, rng, model=model, tx=tx, loss=config.loss)
+
     step_fn = jax.jit(
-        lambda state, batch, rng: train_step(state, batch, rng, model=model, tx=tx, loss=config.loss),
+        step,
         in_shardings=(shardings, batch_sh, sharding_lib.replicated(mesh)),
         out_shardings=(shardings, sharding_lib.replicated(mesh)),
         donate_argnums=(0,))
@@ -531,9 +535,8 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
 def main(argv: list[str]) -> None:
     from absl import flags
 
-    from cappy_jax.cli import quiet_logging
-
     from cappy_jax import distributed
+    from cappy_jax.cli import compilation_cache_path, enable_compilation_cache, quiet_logging
 
     del argv
     quiet_logging()
@@ -543,6 +546,9 @@ def main(argv: list[str]) -> None:
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     distributed.initialize(settings, f.distributed)
+    cache = compilation_cache_path(f.config.compilation_cache_dir, f.workdir)
+    if cache:
+        enable_compilation_cache(cache)
     train_and_evaluate(f.config, f.workdir, stop_after=f.stop_after)
 
 

@@ -88,6 +88,9 @@ def get_config(variant: str = "large") -> "ml_collections.ConfigDict":
         profile_start=0,               # > 0: capture a jax.profiler trace of `profile_steps` from this step
         profile_steps=5,
         peak_flops=0.0,                # per device, for MFU; 0 = look the device kind up (cappy_jax/metrics.py)
+        # Compiled programs kept on disk, so a restart (preemption) skips compiling: roberta-large's step took
+        # 1-2 minutes to compile on an H100 (BENCHMARKS.md). Relative: under the workdir; "" = off. CLI only.
+        compilation_cache_dir="xla_cache",
     ))
     config.lock()
     return config

@@ -170,3 +170,17 @@ def test_config_validation_names_the_problem():
         model_lib.ModelConfig.from_hf({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
     with pytest.raises(ValueError, match="unknown model variant"):
         model_configs.get_config("huge")
+
+
+def test_auto_attention_takes_cudnn_only_where_its_kernel_runs(monkeypatch):
+    from configs import model as model_configs
+
+    tiny = model_lib.ModelConfig.from_dict(dict(model_configs.VARIANTS["tiny"]))
+    assert tiny.replace(dtype="bfloat16").attention_impl() == "xla"  # this CPU
+    monkeypatch.setattr(model_lib.jax, "default_backend", lambda: "gpu")
+    assert tiny.replace(dtype="bfloat16").attention_impl() == "cudnn"
+    assert tiny.replace(dtype="float16").attention_impl() == "cudnn"
+    assert tiny.replace(dtype="float32").attention_impl() == "xla"  # cuDNN's fused kernel is 16-bit only
+    wide = tiny.replace(dtype="bfloat16", hidden_size=640, num_heads=4)  # head size 160 > 128
+    assert wide.attention_impl() == "xla"
+    assert tiny.replace(dtype="float32", attention="cudnn").attention_impl() == "cudnn"  # asked for: obeyed

@@ -134,6 +134,17 @@ def test_sigterm_leaves_a_restorable_checkpoint(data_dir, tmp_path):
     assert steps and "stopping at step" in out
     loaded = checkpoint.load_scorer(workdir)
     assert np.isfinite(np.asarray(loaded.params["head"]["out_proj"]["kernel"])).all()
+    assert any((workdir / "xla_cache").iterdir()), "the compiled step was not kept for the restart"
+
+
+def test_compilation_cache_path():
+    from cappy_jax.cli import compilation_cache_path
+
+    assert compilation_cache_path("xla_cache", "gs://b/run/") == "gs://b/run/xla_cache"
+    assert compilation_cache_path("xla_cache", "/w") == "/w/xla_cache"
+    assert compilation_cache_path("/cache", "/w") == "/cache"
+    assert compilation_cache_path("gs://c/x", "/w") == "gs://c/x"
+    assert compilation_cache_path("", "/w") is None
 
 
 def test_keeps_the_last_and_the_best_checkpoint(data_dir, tmp_path):
