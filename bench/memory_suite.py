@@ -7,7 +7,8 @@ For each batch size (rows of 512 tokens per device) and `remat` off/on, the real
 analysis gives its footprint per device: arguments (parameters, optimizer state, batch) +
 outputs + temporaries - donated aliases. On an accelerator the step also runs once and the
 device's own `peak_bytes_in_use` is reported, and `largest` is the biggest batch whose estimate
-fits the device's `bytes_limit` (doubling, then bisection). A CPU has no limit: `largest` is
+fits the device's `bytes_limit` (the straight line through the two measured sizes, checked
+by compiling it and one row more; doubling and bisection where the line misses). A CPU has no limit: `largest` is
 skipped there. Needs neither TensorFlow nor ml_collections.
 """
 
@@ -50,9 +51,9 @@ COLUMNS = (
 )
 
 
-def _model(case: str, remat: bool) -> model_lib.ModelConfig:
+def _model(case: str, remat: bool, attention: str | None = None) -> model_lib.ModelConfig:
     return model_lib.ModelConfig.from_dict(dict(model_configs.VARIANTS[case], dtype=DTYPE[case], remat=remat,
-                                                dropout_rate=0.1))
+                                                dropout_rate=0.1, attention=attention or "auto"))
 
 
 def estimate(setup: train.Setup, mesh: jax.sharding.Mesh, rows: int, seq_len: int) -> dict[str, int]:
@@ -67,56 +68,93 @@ def estimate(setup: train.Setup, mesh: jax.sharding.Mesh, rows: int, seq_len: in
     return {"estimate": int(total), "temp": int(m.temp_size_in_bytes)}
 
 
-def largest_fitting(fits: Any, start: int) -> int:
-    """Biggest n >= 1 with fits(n), for a monotone `fits`: doubling from `start`, then bisection. Pure."""
-    lo, hi = 0, max(1, start)
-    while fits(hi):
-        lo, hi = hi, hi * 2
+def largest_fitting(fits: Any, start: int, guess: int | None = None, known: int = 0) -> int:
+    """Biggest n >= 1 with fits(n), for a monotone `fits`; `known` is a size known to fit. Pure.
+
+    Each probe is a compilation (tens of seconds for roberta-large), so a `guess` (the linear
+    fit of two measured sizes) is tried first with its neighbour: two probes when it is right.
+    Otherwise doubling from `start`, then bisection.
+    """
+    lo, hi = known, None  # fits(lo) (or lo == 0); fits(hi) is false
+    if guess is not None and guess >= max(lo, 1):
+        if guess == lo or fits(guess):
+            if not fits(guess + 1):
+                return guess
+            lo = guess + 1
+        else:
+            hi = guess
+    if hi is None:
+        probe = max(2 * lo, start, 1)
+        while fits(probe):
+            lo, probe = probe, 2 * probe
+        hi = probe
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
 
 
-def measure(case: str) -> list[dict[str, Any]]:
+def linear_guess(sizes: dict[int, int], limit: int) -> int | None:
+    """Rows per device at which the straight line through two (rows, bytes) points reaches `limit`. Pure."""
+    (a, ea), (b, eb) = sorted(sizes.items())[:2]
+    per_row = (eb - ea) / (b - a)
+    if per_row <= 0:
+        return None
+    return max(1, int((limit - ea) / per_row) + a)
+
+
+def measure(case: str, attention: str | None = None) -> list[dict[str, Any]]:
     devices = jax.local_devices()
     mesh = sharding_lib.make_mesh({"data": -1}, devices=devices)
     stats = devices[0].memory_stats() or {}
     limit = stats.get("bytes_limit")
     seq_len = SEQ_LEN[case]
-    records = []
+    records, setups = [], {}
     for remat in (False, True):
-        mcfg = _model(case, remat)
-        setup = train.build(step_config(min(seq_len, mcfg.max_len)), mesh, mcfg)
+        mcfg = _model(case, remat, attention)
+        setups[remat] = setup = train.build(step_config(min(seq_len, mcfg.max_len)), mesh, mcfg)
         for rows in BATCHES:
             est = estimate(setup, mesh, rows, seq_len)
-            measured = None
-            if limit and est["estimate"] < limit:
-                state = train.initial_state(step_config(seq_len), setup)
-                sh = sharding_lib.accum_batch_sharding(mesh)
-                batch = {k: jax.device_put(v, sh) for k, v in
-                         synthetic_batch(rows * len(devices), seq_len, mcfg.vocab_size).items()}
-                state, out = setup.step_fn(state, batch, jax.random.key(0))
-                jax.block_until_ready(out["loss"])
-                measured = devices[0].memory_stats().get("peak_bytes_in_use")
-                del state, batch
             records.append({
                 "case": case, "device_kind": devices[0].device_kind, "devices": len(devices),
                 "rows_per_device": rows, "seq_len": seq_len, "remat": remat, "dtype": DTYPE[case],
+                "attention": mcfg.attention_impl(), "estimate": est["estimate"],
                 "estimate_gib": est["estimate"] / GIB, "temp_gib": est["temp"] / GIB,
-                "measured_gib": None if measured is None else measured / GIB, "largest": None,
+                "measured_gib": None, "largest": None,
             })
-        if limit:
-            largest = largest_fitting(lambda n: estimate(setup, mesh, n, seq_len)["estimate"] < limit, BATCHES[-1])
-            for r in records[-len(BATCHES):]:
+    if limit:
+        # The device's peak only grows, so run the smallest first: each step that raises it gives its own peak;
+        # one that does not (its peak is under an earlier one's) is left unmeasured rather than misreported.
+        for r in sorted(records, key=lambda r: r["estimate"]):
+            if r["estimate"] >= limit:
+                continue
+            setup = setups[r["remat"]]
+            before = devices[0].memory_stats().get("peak_bytes_in_use", 0)
+            state = train.initial_state(step_config(seq_len), setup)
+            sh = sharding_lib.accum_batch_sharding(mesh)
+            batch = {k: jax.device_put(v, sh) for k, v in
+                     synthetic_batch(r["rows_per_device"] * len(devices), seq_len, setup.model.config.vocab_size).items()}
+            state, out = setup.step_fn(state, batch, jax.random.key(0))
+            jax.block_until_ready(out["loss"])
+            after = devices[0].memory_stats().get("peak_bytes_in_use", 0)
+            r["measured_gib"] = after / GIB if after > before else None
+            del state, batch, out
+        for remat, setup in setups.items():
+            mine = [r for r in records if r["remat"] == remat]
+            sizes = {r["rows_per_device"]: r["estimate"] for r in mine}
+            largest = largest_fitting(lambda n: estimate(setup, mesh, n, seq_len)["estimate"] < limit, BATCHES[-1],
+                                      guess=linear_guess(sizes, limit),
+                                      known=max((n for n, e in sizes.items() if e < limit), default=0))
+            for r in mine:
                 r["largest"] = largest
     if not all(np.isfinite(r["estimate_gib"]) and r["estimate_gib"] > 0 for r in records):
         raise RuntimeError(f"{case}: memory analysis gave no size")
     return records
 
 
-def run(*, steps: int | None = None, warmup: int | None = None, cases: list[str] | None = None) -> list[dict]:
+def run(*, steps: int | None = None, warmup: int | None = None, cases: list[str] | None = None,
+        attention: str | None = None) -> list[dict]:
     del steps, warmup  # compiled, not timed
     if cases is None:
         cases = ["tiny"] if jax.default_backend() == "cpu" else list(CASES)
-    return [r for c in cases for r in measure(c)]
+    return [r for c in cases for r in measure(c, attention)]

@@ -29,8 +29,8 @@ HEADER = """# Benchmarks
 Every table below is appended by `bench/run.py` (`python -m bench.run --suite NAME`), headed by the
 date, the device, the package versions and the exact command that produced it; rerun that command
 to check a figure. Each measurement is also appended, as one JSON line, to `bench/results.jsonl`.
-Paragraphs marked *Commentary* are written by people reading the figures, not by the script.
-GPU figures will come from the GPU lent to the benchmark issue; until then the tables are CPU-only.
+Paragraphs marked *Commentary*, and sections marked "by hand", are written by people reading the
+figures, not by the script.
 """
 
 

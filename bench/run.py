@@ -1,12 +1,14 @@
 """The one benchmark entry point.
 
     python -m bench.run --suite encoder-cpu [--steps N] [--warmup N] [--cases a,b] [--baseline HF_BASELINE]
-                        [--output bench/results.jsonl] [--markdown BENCHMARKS.md | --no-markdown]
+                        [--attention auto|xla|cudnn] [--output bench/results.jsonl]
+                        [--markdown BENCHMARKS.md | --no-markdown]
 
 Appends one JSON line per measurement to `--output` and a dated table, naming
 the device, versions and this exact command, to `--markdown`. A suite is a
-module with `run(steps=, warmup=, cases=) -> list[dict]`, `CASES`, `COLUMNS`
-and `NOTE`; it is imported only when chosen. Suites must not import TensorFlow, except `input`
+module with `run(steps=, warmup=, cases=)` returning or yielding dicts, `CASES`, `COLUMNS`
+and `NOTE`; it is imported only when chosen. Each measurement is written as soon as it is
+yielded; on SIGTERM or Ctrl-C the table of what was measured is still written, marked cut short. Suites must not import TensorFlow, except `input`
 (the tf.data pipeline), which imports it inside its `run` and says so in its records.
 """
 
@@ -17,6 +19,7 @@ import dataclasses
 import importlib
 import inspect
 import pathlib
+import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -53,6 +56,9 @@ SUITES: dict[str, Suite] = {
         Suite("train-real", "bench.train_real",
               "training pairs/s on real BIG-bench pair lengths: packed rows vs the reference's pad-to-512 vs "
               "dynamic padding, same pairs, same run; hf_baseline.py's train-real with --baseline"),
+        Suite("profile", "bench.profile_suite",
+              "where one train step's device time goes (jax.profiler trace: attention, matmuls, layer norms, "
+              "dropout, optimizer, other; forward vs backward), host input, step time and MFU"),
         Suite("memory", "bench.memory_suite",
               "per-device memory of the train step at 8 and 32 rows (and the largest that fits on an "
               "accelerator), with and without remat"),
@@ -74,6 +80,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--cases", default=None, help="comma-separated subset of the suite's cases (default: all)")
     parser.add_argument("--baseline", default=None,
                         help="path to ../shared/bench/hf_baseline.py: suites that compare run it in the same command")
+    parser.add_argument("--attention", default=None, choices=("auto", "xla", "cudnn"),
+                        help="attention kernel of the model suites (default: the model config's, auto)")
+    parser.add_argument("--recipes", default=None,
+                        help="train-real: comma-separated subset of packed,pad512,dynamic (default: all)")
     parser.add_argument("--output", type=pathlib.Path, default=REPO / "bench" / "results.jsonl",
                         help="JSON-lines file to append to")
     parser.add_argument("--markdown", type=pathlib.Path, default=REPO / "BENCHMARKS.md",
@@ -106,11 +116,31 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if "baseline" not in inspect.signature(module.run).parameters:
             raise SystemExit(f"suite {suite.name} has no baseline to compare with; drop --baseline")
         kwargs["baseline"] = str(pathlib.Path(args.baseline).resolve())
-    measurements = module.run(steps=args.steps, warmup=args.warmup, cases=cases, **kwargs)
-    records = [{"suite": suite.name, "command": command, "env": env, **m} for m in measurements]
-    report.append_jsonl(args.output, records)
+    if args.recipes:
+        if "recipes" not in inspect.signature(module.run).parameters:
+            raise SystemExit(f"suite {suite.name} has no recipes; drop --recipes")
+        kwargs["recipes"] = [r for r in args.recipes.split(",") if r]
+    if args.attention:
+        if "attention" not in inspect.signature(module.run).parameters:
+            raise SystemExit(f"suite {suite.name} runs no model; drop --attention")
+        kwargs["attention"] = args.attention
+    records: list[dict[str, Any]] = []
+    cut_short = None
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:  # each measurement is written as it comes, so a run stopped at a time limit keeps what it measured
+        for m in module.run(steps=args.steps, warmup=args.warmup, cases=cases, **kwargs):
+            record = {"suite": suite.name, "command": command, "env": env, **m}
+            report.append_jsonl(args.output, [record])
+            records.append(record)
+    except (Stopped, KeyboardInterrupt) as e:
+        cut_short = f"{type(e).__name__} after {len(records)} measurement(s)"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    note = getattr(module, "NOTE", "")
+    if cut_short:
+        note = f"**cut short ({cut_short}): the rows below are what was measured before the stop.** {note}"
     section = report.markdown_section(suite.name, env, command, report.markdown_table(module.COLUMNS, records),
-                                      getattr(module, "NOTE", ""))
+                                      note)
     if not args.no_markdown:
         report.append_markdown(args.markdown, section)
     print(section)
@@ -118,7 +148,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if busy:
         print(f"warning: other processes used over 10% of the cores while timing {busy}; "
               "those figures are disturbed (see the `other load` column)", file=sys.stderr)
+    if cut_short:
+        raise SystemExit(f"suite {suite.name} was cut short ({cut_short}); what it measured is written")
     return records
+
+
+class Stopped(Exception):
+    """SIGTERM (e.g. from `timeout`) during a suite: stop measuring, write what was measured."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped(f"signal {signum}")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ import json
 import math
 import pathlib
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -37,7 +39,7 @@ CASES = ("tiny", "base", "large")
 # The shapes of hf_baseline.py's SIZES: roberta, vocabulary 50265, 514 positions.
 PAIRS = {"tiny": 2000, "base": 300, "large": 16781}  # base: a CPU-sized sample
 PAIRS_PER_BATCH = (64, 256)
-DEFAULT_STEPS = {"tiny": 3, "base": 2, "large": 3}
+DEFAULT_STEPS = {"tiny": 3, "base": 2, "large": 2}
 DEFAULT_WARMUP = 1
 
 NOTE = ("pairs/s of Scorer.score_tokens (packing into 512-token rows, length-sorted batches narrowed to "
@@ -90,20 +92,20 @@ def padding_share(lengths: list[int], opts: scoring.ScoringOptions, devices: int
     return 1.0 - sum(lengths) / slots
 
 
-def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) -> list[dict[str, Any]]:
+def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None,
+            attention: str | None = None) -> Iterator[dict[str, Any]]:
     config = model_config(case)
     lengths = load_lengths(PAIRS[case])
     ids, types = random_pairs(lengths, config.vocab_size)
     params = jax.jit(model_lib.init_params, static_argnums=0)(config, jax.random.key(0))
     mean_len = sum(lengths) / len(lengths)
-    records = []
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(lengths, f)
         lengths_file = f.name
     try:
         for per_batch in PAIRS_PER_BATCH:
             batch_tokens = max(512, int(math.ceil(per_batch * mean_len)))
-            opts = scoring.options(batch_tokens=batch_tokens)
+            opts = scoring.options(batch_tokens=batch_tokens, attention=attention or "auto")
             scorer = scoring.Scorer(config, params, None, opts)
             for _ in range(max(1, warmup)):
                 scorer.score_tokens(ids, types)
@@ -120,24 +122,26 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) ->
                 "pairs": len(lengths), "pairs_per_batch": per_batch, "batch_tokens": batch_tokens,
                 "mean_length": mean_len, "padding_percent": 100 * padding_share(lengths, opts, len(scorer.devices)),
                 "pass_s": pass_s, "pairs_per_s": len(lengths) / pass_s,
-                "useful_tokens_per_s": sum(lengths) / pass_s, "dtype": str(scorer.config.compute_dtype),
+                "useful_tokens_per_s": sum(lengths) / pass_s, "dtype": np.dtype(scorer.config.compute_dtype()).name,
+                "attention": scorer.config.attention_impl(),
                 "steps": steps, "theirs_pairs_per_s": None, "ratio": None,
             }
+            print(f"score {case}: {per_batch} pairs/batch: {len(lengths) / pass_s:,.1f} pairs/s",
+                  file=sys.stderr, flush=True)
             if baseline_path:
                 theirs = report.run_baseline(baseline_path, ["--suite", "score", "--model", case, "--lengths",
                                                              lengths_file, "--batch", str(per_batch)])[-1]
                 record.update(theirs_pairs_per_s=theirs["pairs_per_s"], theirs=theirs,
                               ratio=record["pairs_per_s"] / theirs["pairs_per_s"])
-            records.append(record)
+            yield record
     finally:
         pathlib.Path(lengths_file).unlink(missing_ok=True)
-    return records
 
 
 def run(*, steps: int | None = None, warmup: int | None = None, cases: list[str] | None = None,
-        baseline: str | None = None) -> list[dict]:
+        baseline: str | None = None, attention: str | None = None) -> Iterator[dict]:
     if cases is None:  # roberta-large over 16k pairs is for accelerators; a CPU runs the reduced case
         cases = ["tiny"] if jax.default_backend() == "cpu" else ["tiny", "large"]
-    return [r for c in cases for r in measure(c, steps=steps or DEFAULT_STEPS[c],
-                                              warmup=DEFAULT_WARMUP if warmup is None else warmup,
-                                              baseline_path=baseline)]
+    for c in cases:
+        yield from measure(c, steps=steps or DEFAULT_STEPS[c], warmup=DEFAULT_WARMUP if warmup is None else warmup,
+                           baseline_path=baseline, attention=attention)

