@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.score_suite import load_lengths, model_config
+from bench.score_suite import load_lengths, model_config, random_pairs
 from cappy_jax import model as model_lib
 from cappy_jax import packing
 
@@ -29,9 +29,7 @@ TOLERANCE = {"bfloat16": 3e-2, "float16": 1e-2, "float32": 1e-4}
 
 def packed_batch(vocab: int, rows: int = 8, width: int = 512, seed: int = 0) -> dict[str, np.ndarray]:
     lengths = [min(n, width) for n in load_lengths(400)]
-    rng = np.random.default_rng(seed)
-    ids = [rng.integers(5, vocab, n).astype(np.int32) for n in lengths]
-    types_ = [np.zeros(n, np.int32) for n in lengths]
+    ids, types_ = random_pairs(lengths, vocab, seed)
     plan = packing.pack_lengths(lengths, width, 16)[:rows]
     b = packing.make_batch(ids, types_, plan, max_len=width, max_segments=16, pad_id=1,
                            labels=np.zeros(len(lengths), np.float32), num_rows=rows)

@@ -41,7 +41,7 @@ import numpy as np
 
 from bench import train_throughput
 from bench.report import Column
-from bench.score_suite import load_lengths
+from bench.score_suite import load_lengths, random_pairs
 from cappy_jax import metrics as metrics_lib
 from cappy_jax import packing
 
@@ -216,9 +216,7 @@ def host_input_ms(rows: int, seq_len: int, vocab: int, devices: list, repeats: i
     from cappy_jax import sharding as sharding_lib
 
     lengths = [min(n, seq_len) for n in load_lengths(4096)]
-    rng = np.random.default_rng(0)
-    ids = [rng.integers(5, vocab, n).astype(np.int32) for n in lengths]
-    types_ = [np.zeros(n, np.int32) for n in lengths]
+    ids, types_ = random_pairs(lengths, vocab)
     packed = packing.pack_lengths(lengths, seq_len, 16)[:rows]
     sh = sharding_lib.accum_batch_sharding(sharding_lib.make_mesh({"data": -1}, devices=devices))
     times = []
@@ -234,17 +232,8 @@ def host_input_ms(rows: int, seq_len: int, vocab: int, devices: list, repeats: i
 
 def measure(case: str, *, steps: int, warmup: int, attention: str | None = None) -> list[dict[str, Any]]:
     p = train_throughput.prepare(case, attention=attention)
-    state, rng = p.state, jax.random.key(0)
-    for _ in range(warmup):
-        state, out = p.compiled(state, p.batch, rng)
-    jax.block_until_ready(out["loss"])
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        state, out = p.compiled(state, p.batch, rng)
-        jax.block_until_ready(out["loss"])
-        times.append(time.perf_counter() - t)
-    step_s = statistics.median(times)
+    state, out, step_s = train_throughput.timed_steps(p, steps=steps, warmup=warmup)
+    rng = jax.random.key(0)
     hlo = p.compiled.as_text()
     module = re.match(r"HloModule\s+([\w.\-]+)", hlo).group(1)
     with tempfile.TemporaryDirectory() as trace_dir:

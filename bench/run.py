@@ -111,19 +111,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
     command = report.command_line(argv)
     env = report.environment(REPO)
+    options = {  # suite-specific flags: (value for run(), why a suite without the parameter refuses it)
+        "baseline": (args.baseline and str(pathlib.Path(args.baseline).resolve()), "has no baseline to compare with"),
+        "recipes": (args.recipes and [r for r in args.recipes.split(",") if r], "has no recipes"),
+        "attention": (args.attention, "runs no model"),
+    }
+    accepted = inspect.signature(module.run).parameters
     kwargs = {}
-    if args.baseline:
-        if "baseline" not in inspect.signature(module.run).parameters:
-            raise SystemExit(f"suite {suite.name} has no baseline to compare with; drop --baseline")
-        kwargs["baseline"] = str(pathlib.Path(args.baseline).resolve())
-    if args.recipes:
-        if "recipes" not in inspect.signature(module.run).parameters:
-            raise SystemExit(f"suite {suite.name} has no recipes; drop --recipes")
-        kwargs["recipes"] = [r for r in args.recipes.split(",") if r]
-    if args.attention:
-        if "attention" not in inspect.signature(module.run).parameters:
-            raise SystemExit(f"suite {suite.name} runs no model; drop --attention")
-        kwargs["attention"] = args.attention
+    for name, (value, refusal) in options.items():
+        if value:
+            if name not in accepted:
+                raise SystemExit(f"suite {suite.name} {refusal}; drop --{name}")
+            kwargs[name] = value
     records: list[dict[str, Any]] = []
     cut_short = None
     previous = signal.signal(signal.SIGTERM, _stop)

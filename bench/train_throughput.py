@@ -131,9 +131,8 @@ def flops_per_token(p: Prepared) -> float:
                                                intermediate_size=p.mcfg.intermediate_size, seq_len=p.seq_len)
 
 
-def measure(case: str, *, steps: int, warmup: int, remat: bool = False,
-            attention: str | None = None) -> dict[str, Any]:
-    p = prepare(case, remat=remat, attention=attention)
+def timed_steps(p: Prepared, *, steps: int, warmup: int) -> tuple[Any, dict[str, Any], float]:
+    """Runs `warmup` then `steps` steps from `p.state`; (state, last outputs, median step seconds)."""
     state, rng = p.state, jax.random.key(0)
     for _ in range(warmup):
         state, out = p.compiled(state, p.batch, rng)
@@ -144,7 +143,13 @@ def measure(case: str, *, steps: int, warmup: int, remat: bool = False,
         state, out = p.compiled(state, p.batch, rng)
         jax.block_until_ready(out["loss"])
         times.append(time.perf_counter() - t)
-    step_s = statistics.median(times)
+    return state, out, statistics.median(times)
+
+
+def measure(case: str, *, steps: int, warmup: int, remat: bool = False,
+            attention: str | None = None) -> dict[str, Any]:
+    p = prepare(case, remat=remat, attention=attention)
+    state, out, step_s = timed_steps(p, steps=steps, warmup=warmup)
     loss = float(out["loss"])
     if not np.isfinite(loss):
         raise RuntimeError(f"{case}: the benchmarked step gave loss {loss}")
