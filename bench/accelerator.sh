@@ -56,7 +56,7 @@ run_suite() {  # run_suite NAME CAP [ARGS...]
 }
 
 run_suite train-real 300 --cases "$case" --recipes packed,pad512 --baseline "$baseline"
-run_suite train-shape 170 --cases "$case" --baseline "$baseline"
+run_suite train-shape 240 --cases "$( [[ $case == tiny ]] && echo tiny || echo large,large-scan )" --baseline "$baseline"
 run_suite score 240 --cases "$case" --baseline "$baseline"
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" run_suite profile 180 --cases "$case"
 run_suite memory 400 --cases "$case"

@@ -46,7 +46,7 @@ from cappy_jax import metrics as metrics_lib
 from cappy_jax import packing
 
 CASES = train_throughput.CASES
-DEFAULT_STEPS = {"tiny": 3, "large": 5}
+DEFAULT_STEPS = {"tiny": 3, "large": 5, "large-scan": 5, "deep": 2, "deep-scan": 2}
 DEFAULT_WARMUP = 2
 PARTS = ("attention", "matmuls", "layer norms", "dropout", "optimizer", "other")
 CONTROL_OPS = ("while", "conditional", "call", "async-start", "async-done")  # containers, not work

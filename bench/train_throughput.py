@@ -5,8 +5,9 @@
 The step is `cappy_jax.train.train_step` as training compiles it (`train.build`: state sharded over a
 data-parallel mesh of every local device, donated, AdamW + clipping, bfloat16 compute, dropout on),
 fed synthetic full rows (one pair of `seq_len` tokens per row, so tokens/s counts no padding). Cases:
-`large` is the issue's figure (roberta-large, length 512, batch 32 per device, bfloat16); `tiny` is
-the reduced form CI runs on CPU. Needs neither TensorFlow nor ml_collections (the GPU machine has
+`large` is the issue's figure (roberta-large, length 512, batch 32 per device, bfloat16); `large-scan`
+the same with `scan_layers` (compile time against step time); `deep`/`deep-scan` show that trade on a
+CPU (24 layers, 768 wide, 2 x 128 tokens); `tiny` is the reduced form CI runs on CPU. Needs neither TensorFlow nor ml_collections (the GPU machine has
 neither): the config is a plain namespace built from `configs/pretrain.py`'s data.
 """
 
@@ -31,14 +32,19 @@ from cappy_jax import train
 from configs import model as model_configs
 from configs import pretrain
 
-CASES = ("tiny", "large")
-DEFAULT_STEPS = {"tiny": 5, "large": 20}
+CASES = ("tiny", "large", "large-scan", "deep", "deep-scan")
+DEFAULT_STEPS = {"tiny": 5, "large": 20, "large-scan": 20, "deep": 3, "deep-scan": 3}
 DEFAULT_WARMUP = 2
 BASELINE_MODES = "eager,compile"  # hf_baseline.py --suite train: PyTorch eager and torch.compile
 SHAPES = {
     # rows per device, tokens per row, compute dtype
     "tiny": dict(model="tiny", rows_per_device=4, seq_len=128, dtype="float32"),
     "large": dict(model="large", rows_per_device=32, seq_len=512, dtype="bfloat16"),
+    # The same with the layers under nn.scan: compiles one layer instead of 24 (ModelConfig.scan_layers).
+    "large-scan": dict(model="large", rows_per_device=32, seq_len=512, dtype="bfloat16", scan_layers=True),
+    # CPU-sized: 24 layers 768 wide, where compile time against step time shows on a CPU.
+    "deep": dict(model="base", num_layers=24, rows_per_device=2, seq_len=128, dtype="float32"),
+    "deep-scan": dict(model="base", num_layers=24, rows_per_device=2, seq_len=128, dtype="float32", scan_layers=True),
 }
 
 NOTE = ("train step of cappy_jax.train (AdamW, clip 1.0, dropout 0.1, bce loss) on a data-parallel mesh over "
@@ -55,6 +61,7 @@ COLUMNS = (
     Column("rows×tokens", "batch"),
     Column("dtype", "dtype"),
     Column("remat", "remat"),
+    Column("scan", "scan_layers"),
     Column("attention", "attention"),
     Column("compile (s)", "compile_s", ".1f"),
     Column("step (s)", "step_s", ".4f"),
@@ -108,7 +115,10 @@ class Prepared:
 def prepare(case: str, *, remat: bool = False, attention: str | None = None) -> Prepared:
     shape = SHAPES[case]
     mcfg = model_lib.ModelConfig.from_dict(dict(model_configs.VARIANTS[shape["model"]], dtype=shape["dtype"],
-                                                remat=remat, dropout_rate=0.1))
+                                                remat=remat, dropout_rate=0.1,
+                                                scan_layers=shape.get("scan_layers", False)))
+    if "num_layers" in shape:
+        mcfg = mcfg.replace(num_layers=shape["num_layers"])
     if attention:
         mcfg = mcfg.replace(attention=attention)
     seq_len = min(shape["seq_len"], mcfg.max_len)
@@ -161,6 +171,7 @@ def measure(case: str, *, steps: int, warmup: int, remat: bool = False,
         "case": case, "impl": "cappy_jax", "device_kind": kind, "devices": len(p.devices),
         "params": model_lib.count_params(state.params), "batch": f"{p.rows}×{p.seq_len}", "rows": p.rows,
         "seq_len": p.seq_len, "dtype": p.dtype, "remat": remat, "attention": p.mcfg.attention_impl(),
+        "scan_layers": p.mcfg.scan_layers,
         "compile_s": p.compile_s, "step_s": step_s, "tokens_per_s": tokens_per_s, "pairs_per_s": p.rows / step_s,
         "mfu_percent": 100 * mfu if np.isfinite(mfu) else None,  # None: unknown peak (a CPU)
         "flops_per_token": flops, "loss": loss, "steps": steps, "warmup": warmup, "ratio": None,
@@ -188,10 +199,13 @@ def baseline_records(ours: dict[str, Any], baseline: str) -> list[dict[str, Any]
 def run(*, steps: int | None = None, warmup: int | None = None, cases: list[str] | None = None,
         baseline: str | None = None, attention: str | None = None) -> Iterator[dict]:
     if cases is None:  # roberta-large at batch 32 x 512 is for accelerators; a CPU runs the reduced case
-        cases = ["tiny"] if jax.default_backend() == "cpu" else list(CASES)
+        cases = ["tiny"] if jax.default_backend() == "cpu" else ["large", "large-scan"]
+    compared = set()  # the baseline runs once per shape (large and large-scan share one)
     for c in cases:
         ours = measure(c, steps=steps or DEFAULT_STEPS[c], warmup=DEFAULT_WARMUP if warmup is None else warmup,
                        attention=attention)
         yield ours
-        if baseline:
+        shape = (SHAPES[c]["model"], ours["rows"], ours["seq_len"])
+        if baseline and shape not in compared:
+            compared.add(shape)
             yield from baseline_records(ours, baseline)

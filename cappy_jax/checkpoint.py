@@ -93,10 +93,11 @@ def load_scorer(directory: str | epath.PathLike, *, step: int | None = None,
     """Reads a scorer directory or a training workdir onto the default device.
 
     `step` picks a training checkpoint (default: the latest); `config_overrides` change run-time
-    knobs such as `dtype` or `remat`.
+    knobs such as `dtype`, `remat` or `scan_layers` (the parameters come back in its layout).
     """
     directory = _absolute(directory)
-    config = load_config(directory).replace(**config_overrides)
+    stored_config = load_config(directory)
+    config = stored_config.replace(**config_overrides)
     import orbax.checkpoint as ocp
 
     checkpointer = ocp.StandardCheckpointer()
@@ -110,12 +111,12 @@ def load_scorer(directory: str | epath.PathLike, *, step: int | None = None,
         path, in_state = directory / "checkpoints" / str(step if step is not None else steps[-1]) / "state", True
     stored = checkpointer.metadata(path).item_metadata.tree
     # Orbax restores into a mismatched target without complaint, so compare shapes first.
-    check_params(stored["params"] if in_state else stored, config, what=f"checkpoint {path}")
+    check_params(stored["params"] if in_state else stored, stored_config, what=f"checkpoint {path}")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     # A training state was saved sharded over some mesh; restore every leaf onto one device.
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), stored)
     restored = checkpointer.restore(path, abstract)
-    params = restored["params"] if in_state else restored
+    params = model_lib.relayout(restored["params"] if in_state else restored, stored_config, config)
     return LoadedScorer(config=config, params=params, tokenizer_dir=directory / TOKENIZER_DIR)
 
 def check_params(params: Any, config: model_lib.ModelConfig, *, what: str = "parameters") -> None:

@@ -243,6 +243,7 @@ def from_hf(src_dir: str, dst: str, *, head_activation: str | None = None, fresh
 
 
 def params_to_hf(params: Mapping[str, Any], config: model_lib.ModelConfig) -> dict[str, np.ndarray]:
+    params = model_lib.relayout(params, config, config.replace(scan_layers=False))
     prefix = f"{config.family}."
     state = {}
     for name, path, _, to_hf in encoder_entries(config):

@@ -72,6 +72,10 @@ class ModelConfig:
     # `auto`: bfloat16 on accelerators, float32 on CPU. Parameters are always float32.
     dtype: str = "auto"
     remat: bool = False
+    # One layer compiled and run 24 times by `nn.scan` instead of 24 copies: compile time stops growing
+    # with depth. Parameters are then stacked (`layers/layer/...`, a leading layer axis); `relayout`
+    # converts, and scorer directories and HF exports hold the unrolled `layer_i` layout either way.
+    scan_layers: bool = False
     # `auto`: the cuDNN fused kernel on GPU, XLA elsewhere.
     attention: str = "auto"
     initializer_range: float = 0.02
@@ -302,6 +306,17 @@ class Layer(nn.Module):
         return _layer_norm(cfg, dtype, "mlp_norm")(x + dropout(h))
 
 
+class _ScanStep(nn.Module):
+    """`Layer` in the (carry, output) form `nn.scan` wants."""
+
+    config: ModelConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array) -> tuple[Array, None]:
+        return Layer(self.config, self.deterministic, name="layer")(x, mask), None
+
+
 class ScoreHead(nn.Module):
     """HF's classification head: dense, tanh, out_proj with one output."""
 
@@ -345,9 +360,15 @@ class Scorer(nn.Module):
         # Tokens attend within their own segment; padding (segment 0) attends to padding only,
         # so no row is fully masked and padding never reaches a real token.
         mask = (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
-        layer_cls = nn.remat(Layer, prevent_cse=True) if cfg.remat else Layer
-        for i in range(cfg.num_layers):
-            x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, mask)
+        if cfg.scan_layers:
+            step = nn.remat(_ScanStep, prevent_cse=False) if cfg.remat else _ScanStep
+            x, _ = nn.scan(step, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                           in_axes=(nn.broadcast,), length=cfg.num_layers,
+                           metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, name="layers")(x, mask)
+        else:
+            layer_cls = nn.remat(Layer, prevent_cse=True) if cfg.remat else Layer
+            for i in range(cfg.num_layers):
+                x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, mask)
         if mean_pool:
             slots = jnp.arange(1, batch["cls_index"].shape[1] + 1, dtype=segment_ids.dtype)
             member = (segment_ids[:, :, None] == slots).astype(jnp.float32)  # [B, L, S]
@@ -384,6 +405,19 @@ def param_logical_axes(config: ModelConfig) -> dict[str, Any]:
     """A tree of `PartitionSpec`s of logical axis names, matching the parameter tree."""
     boxed = jax.eval_shape(lambda: Scorer(config).init(jax.random.key(0), dummy_batch()))
     return nn.get_partition_spec(boxed)["params"]
+
+
+def relayout(params: Mapping[str, Any], src: ModelConfig, dst: ModelConfig) -> dict[str, Any]:
+    """Parameters of a `src`-configured model in `dst`'s layer layout (stacked for `scan_layers`). Pure."""
+    out = dict(params)
+    if src.scan_layers and not dst.scan_layers:
+        stacked = out.pop("layers")["layer"]
+        for i in range(src.num_layers):
+            out[f"layer_{i}"] = jax.tree.map(lambda a, i=i: a[i], stacked)
+    elif dst.scan_layers and not src.scan_layers:
+        layers = [out.pop(f"layer_{i}") for i in range(src.num_layers)]
+        out["layers"] = {"layer": jax.tree.map(lambda *a: jnp.stack(a), *layers)}
+    return out
 
 
 def count_params(tree: Any) -> int:

@@ -145,7 +145,7 @@ def model_config(config: Any) -> model_lib.ModelConfig:
     """From init_from's model.json if given (keeping this run's run-time knobs), else from config.model."""
     knobs = dict(config.model)
     if config.init_from:
-        run_time = {k: knobs[k] for k in ("dtype", "remat", "attention", "dropout_rate")}
+        run_time = {k: knobs[k] for k in ("dtype", "remat", "scan_layers", "attention", "dropout_rate")}
         return ckpt_lib.load_config(config.init_from).replace(**run_time)
     return model_lib.ModelConfig.from_dict(knobs)
 
@@ -195,7 +195,7 @@ def build(config: Any, mesh: jax.sharding.Mesh, mcfg: model_lib.ModelConfig) -> 
 def initial_state(config: Any, setup: Setup) -> TrainState:
     """Sharded from birth: random init compiled with out_shardings, or init_from's params placed on the mesh."""
     if config.init_from:
-        loaded = ckpt_lib.load_scorer(config.init_from)
+        loaded = ckpt_lib.load_scorer(config.init_from, scan_layers=setup.model.config.scan_layers)
         params = jax.device_put(loaded.params, setup.state_shardings.params)
         opt_state = jax.jit(setup.tx.init, out_shardings=setup.state_shardings.opt_state)(params)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)

@@ -9,7 +9,7 @@ architecture from the HF `config.json` instead.
 _ROBERTA = dict(family="roberta", vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
                 layer_norm_eps=1e-5, hidden_act="gelu", pad_token_id=1, position_offset=2,
                 head_activation="sigmoid", dropout_rate=0.1, dtype="auto", remat=False,
-                attention="auto", initializer_range=0.02)
+                scan_layers=False, attention="auto", initializer_range=0.02)
 
 VARIANTS = {
     # Seconds on a CPU: tests and smoke runs.

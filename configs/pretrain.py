@@ -21,6 +21,7 @@ RULES = (
     ("position", None),
     ("token_type", None),
     ("score", None),
+    ("layers", None),   # the stacked layer axis of scan_layers
 )
 
 VARIANTS = {
@@ -46,8 +47,8 @@ def get_config(variant: str = "large") -> "ml_collections.ConfigDict":
     v = VARIANTS[variant]
     config = ml_collections.ConfigDict(dict(
         seed=0,
-        # Architecture and run-time knobs (dtype, remat, dropout, attention). With init_from, the
-        # architecture comes from that checkpoint and only dtype/remat/attention/dropout_rate apply.
+        # Architecture and run-time knobs (dtype, remat, scan_layers, dropout, attention). With init_from, the
+        # architecture comes from that checkpoint and only dtype/remat/scan_layers/attention/dropout_rate apply.
         model=dict(v["model"]),
         init_from="",                  # scorer dir (convert from-hf / a training workdir) to start from; "" = random
         loss="bce",                    # "bce" on soft labels (sigmoid head) | "mse" (the reference's)

@@ -184,3 +184,34 @@ def test_auto_attention_takes_cudnn_only_where_its_kernel_runs(monkeypatch):
     wide = tiny.replace(dtype="bfloat16", hidden_size=640, num_heads=4)  # head size 160 > 128
     assert wide.attention_impl() == "xla"
     assert tiny.replace(dtype="float32", attention="cudnn").attention_impl() == "cudnn"  # asked for: obeyed
+
+
+def test_scan_layers_computes_the_same_function_with_stacked_parameters():
+    from configs import model as model_configs
+
+    cfg = model_lib.ModelConfig.from_dict(dict(model_configs.VARIANTS["tiny"], dtype="float32", num_layers=3))
+    scan = cfg.replace(scan_layers=True)
+    params = model_lib.init_params(cfg, jax.random.key(1))
+    stacked = model_lib.relayout(params, cfg, scan)
+    assert jax.tree.map(np.shape, stacked) == jax.tree.map(np.shape, model_lib.abstract_params(scan))
+    assert stacked["layers"]["layer"]["mlp_in"]["kernel"].shape == (3, 64, 128)
+    assert model_lib.param_logical_axes(scan)["layers"]["layer"]["mlp_in"]["kernel"] == \
+        jax.sharding.PartitionSpec("layers", "embed", "mlp")
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(5, 500, n).astype(np.int32) for n in (9, 14, 30, 5)]
+    batch = packing.make_batch(ids, [np.zeros_like(x) for x in ids], [[0, 1], [2, 3]], max_len=48,
+                               max_segments=2, pad_id=1)
+    batch = {k: jnp.asarray(v) for k, v in batch.items() if k in model_lib.dummy_batch()}
+    np.testing.assert_allclose(model_lib.score(scan, stacked, batch), model_lib.score(cfg, params, batch),
+                               rtol=1e-6, atol=1e-6)
+
+    def loss(c, p):
+        return jnp.sum(model_lib.Scorer(c).apply({"params": p}, batch))
+
+    g = jax.grad(lambda p: loss(cfg, p))(params)
+    g_scan = model_lib.relayout(jax.grad(lambda p: loss(scan, p))(stacked), scan, cfg)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_scan)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    back = model_lib.relayout(stacked, scan, cfg)
+    assert jax.tree.structure(back) == jax.tree.structure(params)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)))

@@ -180,3 +180,35 @@ def test_finetune_adapts_an_existing_scorer(data_dir, tmp_path, minilm_dir):
     b = np.asarray(tuned.params["layer_0"]["mlp_in"]["kernel"])
     # Started from the converted weights (not a fresh init) and moved a little: lr 2e-5 for 3 steps.
     assert 0 < np.abs(a - b).max() < 1e-3
+
+
+def test_scan_layers_run_starts_from_unrolled_weights_and_exports_them_unrolled(data_dir, tmp_path, minilm_dir):
+    """init_from an unrolled scorer into a scan_layers run, train, export to HF: the export scores like the run."""
+    from cappy_jax import convert, scoring
+    from configs import finetune
+
+    scorer = convert.from_hf(str(minilm_dir), str(tmp_path / "minilm"))
+    config = finetune.get_config()
+    config.init_from = str(scorer)
+    config.model.scan_layers = True
+    config.data.dir = data_dir
+    config.data.max_len = 64
+    config.data.eval_rows = 8
+    config.global_rows = 8
+    config.data.readers = 2
+    config.num_steps = 2
+    config.eval_every = 0
+    config.checkpoint_every = 2
+    train.train_and_evaluate(config, str(tmp_path / "ft"))
+    tuned = checkpoint.load_scorer(tmp_path / "ft")
+    assert tuned.config.scan_layers and tuned.params["layers"]["layer"]["mlp_in"]["kernel"].shape == (6, 384, 1536)
+    start = checkpoint.load_scorer(scorer).params["layer_3"]["mlp_in"]["kernel"]
+    moved = np.abs(np.asarray(start) - np.asarray(tuned.params["layers"]["layer"]["mlp_in"]["kernel"][3])).max()
+    assert 0 < moved < 1e-3  # layer 3 of the stack is layer_3 of the start, moved a little
+    convert.to_hf(str(tmp_path / "ft"), str(tmp_path / "hf"))
+    pairs = [("Is the sky blue?", "Yes."), ("Two plus two?", "Five, of course, as everyone knows.")]
+    ours = scoring.Scorer.from_checkpoint(str(tmp_path / "ft"), max_len=128, row_len=128,
+                                          widths=(32, 64, 128)).score(pairs)
+    exported = scoring.Scorer.from_hf(str(tmp_path / "hf"), max_len=128, row_len=128,
+                                      widths=(32, 64, 128)).score(pairs)
+    np.testing.assert_allclose(ours, exported, atol=1e-5)
