@@ -157,11 +157,10 @@ def test_keeps_the_last_and_the_best_checkpoint(data_dir, tmp_path):
     assert set(checkpoint.training_steps(tmp_path / "run")) == {best, 8}
 
 
-def test_finetune_adapts_an_existing_scorer(data_dir, tmp_path, minilm_dir):
-    from cappy_jax import convert
+def finetune_config(scorer, data_dir: str, *, num_steps: int):
+    """`configs/finetune.py` from `scorer` on the test shards, small enough for seconds on a CPU."""
     from configs import finetune
 
-    scorer = convert.from_hf(str(minilm_dir), str(tmp_path / "minilm"))
     config = finetune.get_config()
     config.init_from = str(scorer)
     config.data.dir = data_dir
@@ -169,10 +168,17 @@ def test_finetune_adapts_an_existing_scorer(data_dir, tmp_path, minilm_dir):
     config.data.eval_rows = 8
     config.global_rows = 8
     config.data.readers = 2
-    config.num_steps = 3
+    config.num_steps = num_steps
     config.eval_every = 0
-    config.checkpoint_every = 3
-    train.train_and_evaluate(config, str(tmp_path / "ft"))
+    config.checkpoint_every = num_steps
+    return config
+
+
+def test_finetune_adapts_an_existing_scorer(data_dir, tmp_path, minilm_dir):
+    from cappy_jax import convert
+
+    scorer = convert.from_hf(str(minilm_dir), str(tmp_path / "minilm"))
+    train.train_and_evaluate(finetune_config(scorer, data_dir, num_steps=3), str(tmp_path / "ft"))
     start = checkpoint.load_scorer(scorer)
     tuned = checkpoint.load_scorer(tmp_path / "ft")
     assert (tuned.config.family, tuned.config.num_layers, tuned.config.hidden_size) == ("bert", 6, 384)
@@ -185,20 +191,10 @@ def test_finetune_adapts_an_existing_scorer(data_dir, tmp_path, minilm_dir):
 def test_scan_layers_run_starts_from_unrolled_weights_and_exports_them_unrolled(data_dir, tmp_path, minilm_dir):
     """init_from an unrolled scorer into a scan_layers run, train, export to HF: the export scores like the run."""
     from cappy_jax import convert, scoring
-    from configs import finetune
 
     scorer = convert.from_hf(str(minilm_dir), str(tmp_path / "minilm"))
-    config = finetune.get_config()
-    config.init_from = str(scorer)
+    config = finetune_config(scorer, data_dir, num_steps=2)
     config.model.scan_layers = True
-    config.data.dir = data_dir
-    config.data.max_len = 64
-    config.data.eval_rows = 8
-    config.global_rows = 8
-    config.data.readers = 2
-    config.num_steps = 2
-    config.eval_every = 0
-    config.checkpoint_every = 2
     train.train_and_evaluate(config, str(tmp_path / "ft"))
     tuned = checkpoint.load_scorer(tmp_path / "ft")
     assert tuned.config.scan_layers and tuned.params["layers"]["layer"]["mlp_in"]["kernel"].shape == (6, 384, 1536)
