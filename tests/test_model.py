@@ -186,11 +186,12 @@ def test_auto_attention_takes_cudnn_only_where_its_kernel_runs(monkeypatch):
     assert tiny.replace(dtype="float32", attention="cudnn").attention_impl() == "cudnn"  # asked for: obeyed
 
 
-def test_scan_layers_computes_the_same_function_with_stacked_parameters():
+@pytest.mark.parametrize("remat", [False, True])
+def test_scan_layers_computes_the_same_function_with_stacked_parameters(remat):
     from configs import model as model_configs
 
     cfg = model_lib.ModelConfig.from_dict(dict(model_configs.VARIANTS["tiny"], dtype="float32", num_layers=3))
-    scan = cfg.replace(scan_layers=True)
+    scan = cfg.replace(scan_layers=True, remat=remat)
     params = model_lib.init_params(cfg, jax.random.key(1))
     stacked = model_lib.relayout(params, cfg, scan)
     assert jax.tree.map(np.shape, stacked) == jax.tree.map(np.shape, model_lib.abstract_params(scan))
