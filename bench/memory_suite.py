@@ -6,14 +6,15 @@ For each batch size (rows of 512 tokens per device) and `remat` off/on, the real
 (`train.build`, as `train-shape` runs it) is compiled from abstract shapes and XLA's memory
 analysis gives its footprint per device: arguments (parameters, optimizer state, batch) +
 outputs + temporaries - donated aliases. On an accelerator the step also runs once and the
-device's own `peak_bytes_in_use` is reported, and `largest` is the biggest batch whose estimate
-fits the device's `bytes_limit` (the straight line through the two measured sizes, checked
-by compiling it and one row more; doubling and bisection where the line misses). A CPU has no limit: `largest` is
-skipped there. Needs neither TensorFlow nor ml_collections.
+device's own `peak_bytes_in_use` is reported. A row `largest` per remat setting gives the biggest
+batch whose estimate fits the device's `bytes_limit` (the straight line through the two measured
+sizes, checked by compiling it and one row more; doubling and bisection where the line misses).
+A CPU has no limit: no `largest` rows there. Needs neither TensorFlow nor ml_collections.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -36,18 +37,19 @@ GIB = 2 ** 30
 
 NOTE = ("per device; estimate = XLA memory analysis of the compiled train step (arguments + outputs + "
         "temporaries - donated aliases); measured = the device's peak_bytes_in_use after one step "
-        "(accelerators only); largest = biggest rows per device whose estimate fits bytes_limit (accelerators only)")
+        "(accelerators only); rows `largest` = the biggest rows per device whose estimate fits bytes_limit "
+        "(accelerators only)")
 
 COLUMNS = (
     Column("case", "case"),
     Column("device", "device_kind"),
+    Column("batch", "batch"),
     Column("rows/device", "rows_per_device", "d"),
     Column("tokens/row", "seq_len", "d"),
     Column("remat", "remat"),
     Column("estimate (GiB)", "estimate_gib", ".3f"),
     Column("temporaries (GiB)", "temp_gib", ".3f"),
     Column("measured (GiB)", "measured_gib", ".3f"),
-    Column("largest rows/device", "largest", "d"),
 )
 
 
@@ -66,6 +68,11 @@ def estimate(setup: train.Setup, mesh: jax.sharding.Mesh, rows: int, seq_len: in
     m = compiled.memory_analysis()
     total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
     return {"estimate": int(total), "temp": int(m.temp_size_in_bytes)}
+
+
+def bytes_limit(device: jax.Device) -> int | None:
+    """What the device's allocator may hold; None where there is no limit (a CPU)."""
+    return (device.memory_stats() or {}).get("bytes_limit")
 
 
 def largest_fitting(fits: Any, start: int, guess: int | None = None, known: int = 0) -> int:
@@ -103,25 +110,20 @@ def linear_guess(sizes: dict[int, int], limit: int) -> int | None:
     return max(1, int((limit - ea) / per_row) + a)
 
 
-def measure(case: str, attention: str | None = None) -> list[dict[str, Any]]:
+def measure(case: str, attention: str | None = None) -> Iterator[dict[str, Any]]:
+    """Yields the fixed batches' records, then (on an accelerator) one `largest` record per remat setting:
+    each search is several compilations, so what came before is written even if the search is cut short."""
     devices = jax.local_devices()
     mesh = sharding_lib.make_mesh({"data": -1}, devices=devices)
-    stats = devices[0].memory_stats() or {}
-    limit = stats.get("bytes_limit")
+    limit = bytes_limit(devices[0])
     seq_len = SEQ_LEN[case]
     records, setups = [], {}
     for remat in (False, True):
         mcfg = _model(case, remat, attention)
         setups[remat] = setup = train.build(step_config(min(seq_len, mcfg.max_len)), mesh, mcfg)
         for rows in BATCHES:
-            est = estimate(setup, mesh, rows, seq_len)
-            records.append({
-                "case": case, "device_kind": devices[0].device_kind, "devices": len(devices),
-                "rows_per_device": rows, "seq_len": seq_len, "remat": remat, "dtype": DTYPE[case],
-                "attention": mcfg.attention_impl(), "estimate": est["estimate"],
-                "estimate_gib": est["estimate"] / GIB, "temp_gib": est["temp"] / GIB,
-                "measured_gib": None, "largest": None,
-            })
+            records.append(_record(case, devices, mcfg, rows, seq_len, estimate(setup, mesh, rows, seq_len),
+                                   batch=str(rows)))
     if limit:
         # The device's peak only grows, so run the smallest first: each step that raises it gives its own peak;
         # one that does not (its peak is under an earlier one's) is left unmeasured rather than misreported.
@@ -129,32 +131,43 @@ def measure(case: str, attention: str | None = None) -> list[dict[str, Any]]:
             if r["estimate"] >= limit:
                 continue
             setup = setups[r["remat"]]
-            before = devices[0].memory_stats().get("peak_bytes_in_use", 0)
+            before = (devices[0].memory_stats() or {}).get("peak_bytes_in_use", 0)
             state = train.initial_state(step_config(seq_len), setup)
             sh = sharding_lib.accum_batch_sharding(mesh)
             batch = {k: jax.device_put(v, sh) for k, v in
                      synthetic_batch(r["rows_per_device"] * len(devices), seq_len, setup.model.config.vocab_size).items()}
             state, out = setup.step_fn(state, batch, jax.random.key(0))
             jax.block_until_ready(out["loss"])
-            after = devices[0].memory_stats().get("peak_bytes_in_use", 0)
+            after = (devices[0].memory_stats() or {}).get("peak_bytes_in_use", 0)
             r["measured_gib"] = after / GIB if after > before else None
             del state, batch, out
-        for remat, setup in setups.items():
-            mine = [r for r in records if r["remat"] == remat]
-            sizes = {r["rows_per_device"]: r["estimate"] for r in mine}
-            largest = largest_fitting(lambda n: estimate(setup, mesh, n, seq_len)["estimate"] < limit, BATCHES[-1],
-                                      guess=linear_guess(sizes, limit),
-                                      known=max((n for n, e in sizes.items() if e < limit), default=0))
-            for r in mine:
-                r["largest"] = largest
     if not all(np.isfinite(r["estimate_gib"]) and r["estimate_gib"] > 0 for r in records):
         raise RuntimeError(f"{case}: memory analysis gave no size")
-    return records
+    yield from records
+    if not limit:
+        return
+    for remat, setup in setups.items():
+        sizes = {r["rows_per_device"]: r["estimate"] for r in records if r["remat"] == remat}
+        largest = largest_fitting(lambda n: estimate(setup, mesh, n, seq_len)["estimate"] < limit, BATCHES[-1],
+                                  guess=linear_guess(sizes, limit),
+                                  known=max((n for n, e in sizes.items() if e < limit), default=0))
+        if largest:
+            yield _record(case, devices, setup.model.config, largest, seq_len,
+                          estimate(setup, mesh, largest, seq_len), batch="largest")
+
+
+def _record(case: str, devices: list, mcfg: model_lib.ModelConfig, rows: int, seq_len: int,
+            est: dict[str, int], *, batch: str) -> dict[str, Any]:
+    return {"case": case, "device_kind": devices[0].device_kind, "devices": len(devices), "batch": batch,
+            "rows_per_device": rows, "seq_len": seq_len, "remat": mcfg.remat, "dtype": DTYPE[case],
+            "attention": mcfg.attention_impl(), "estimate": est["estimate"], "estimate_gib": est["estimate"] / GIB,
+            "temp_gib": est["temp"] / GIB, "measured_gib": None}
 
 
 def run(*, steps: int | None = None, warmup: int | None = None, cases: list[str] | None = None,
-        attention: str | None = None) -> list[dict]:
+        attention: str | None = None) -> Iterator[dict]:
     del steps, warmup  # compiled, not timed
     if cases is None:
         cases = ["tiny"] if jax.default_backend() == "cpu" else list(CASES)
-    return [r for c in cases for r in measure(c, attention)]
+    for c in cases:
+        yield from measure(c, attention)

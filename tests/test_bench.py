@@ -389,7 +389,35 @@ def test_memory_reduced_grows_with_the_batch_and_remat_saves_temporaries(tmp_pat
     for remat in (False, True):
         assert 0 < by[8, remat]["estimate_gib"] < by[32, remat]["estimate_gib"]
     assert by[32, True]["temp_gib"] < by[32, False]["temp_gib"]  # activations recomputed, not kept
-    assert "| tiny | cpu | 32 | 128 | True |" in md.read_text()
+    assert "| tiny | cpu | 32 | 32 | 128 | True |" in md.read_text()
+    assert all(r["batch"] != "largest" for r in records)  # a CPU has no memory limit to fit
+
+
+def test_memory_with_a_limit_runs_the_steps_and_finds_the_largest_batch(tmp_path, monkeypatch):
+    """The accelerator path on this CPU: a pretend allocator limit between the 32- and 64-row estimates."""
+    from bench import memory_suite
+
+    sizes = {}
+
+    def estimate(setup, mesh, rows, seq_len):
+        e = real_estimate(setup, mesh, rows, seq_len)
+        sizes[rows, setup.model.config.remat] = e["estimate"]
+        return e
+
+    real_estimate = memory_suite.estimate
+    monkeypatch.setattr(memory_suite, "estimate", estimate)
+    limit = {}
+    monkeypatch.setattr(memory_suite, "bytes_limit", lambda device: limit.get("bytes"))
+    setup = memory_suite.train.build(memory_suite.step_config(128), memory_suite.sharding_lib.make_mesh(
+        {"data": -1}), memory_suite._model("tiny", False))
+    mesh = setup.mesh
+    limit["bytes"] = (real_estimate(setup, mesh, 32, 128)["estimate"] + real_estimate(setup, mesh, 64, 128)["estimate"]) // 2
+    records = list(memory_suite.measure("tiny"))
+    largest = {r["remat"]: r for r in records if r["batch"] == "largest"}
+    assert set(largest) == {False, True}
+    n = largest[False]["rows_per_device"]
+    assert 32 <= n < 64 and sizes[n, False] < limit["bytes"] <= sizes[n + 1, False]
+    assert largest[True]["rows_per_device"] >= n  # recomputing activations fits at least as many rows
 
 
 def test_largest_fitting_finds_the_boundary():
