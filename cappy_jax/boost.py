@@ -407,7 +407,7 @@ def apply_shorthands(config: Any, *, llm: str | None = None, llm_model: str | No
 def main(argv: list[str]) -> None:
     from absl import app, flags
 
-    from cappy_jax.cli import quiet_logging
+    from cappy_jax.cli import enable_compilation_cache, quiet_logging
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -435,6 +435,7 @@ def main(argv: list[str]) -> None:
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     try:
         scorer = scoring.load(checkpoint=f.checkpoint, hf=f.hf, step=f.step, **config.scoring.to_dict())
+        enable_compilation_cache(scorer.opts.compilation_cache_dir)
     except ValueError as e:
         raise SystemExit(f"error: {e} (the scoring knobs are --config.scoring.KEY=VALUE)") from None
     try:

@@ -126,10 +126,14 @@ def compilation_cache_path(setting: str, workdir: str) -> str | None:
     return workdir.rstrip("/") + "/" + setting
 
 
-def enable_compilation_cache(path: str) -> None:
-    """Process-wide, so only entry points call it: every compiled program goes to (and comes from) `path`."""
+def enable_compilation_cache(path: str | None) -> None:
+    """Process-wide, so only entry points call it: every compiled program goes to (and comes from) `path`
+    (`~` expanded; empty or None: nothing is cached)."""
+    if not path:
+        return
     import jax
 
+    path = os.path.expanduser(path)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     logging.getLogger("cappy_jax").info("compiled programs are cached in %s", path)

@@ -582,7 +582,7 @@ def main(argv: list[str]) -> None:
     from absl import flags
 
     from cappy_jax import scoring
-    from cappy_jax.cli import quiet_logging
+    from cappy_jax.cli import enable_compilation_cache, quiet_logging
     from cappy_jax.data import llm as llm_lib
 
     del argv
@@ -596,6 +596,7 @@ def main(argv: list[str]) -> None:
         backend = llm_lib.backend_from_config(cfg["llm"]) if cfg["suite"] == GENERATION else None
         scorer = scoring.load(checkpoint=f.checkpoint, hf=f.hf, step=f.step, head_activation=f.head_activation,
                               **cfg["scoring"])
+        enable_compilation_cache(scorer.opts.compilation_cache_dir)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"evaluate: {e}") from None
     name = f"checkpoint {f.checkpoint}" + (f" (step {f.step})" if f.step is not None else "") if f.checkpoint \

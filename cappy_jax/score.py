@@ -344,7 +344,7 @@ def check_flags(*, checkpoint: str | None, hf: str | None, step: int | None, hea
 def main(argv: list[str]) -> None:
     from absl import app, flags
 
-    from cappy_jax.cli import quiet_logging
+    from cappy_jax.cli import enable_compilation_cache, quiet_logging
 
     quiet_logging()
     if len(argv) > 1:
@@ -367,6 +367,7 @@ def main(argv: list[str]) -> None:
     overrides = f.config.to_dict()
     scorer = scoring.load(checkpoint=f.checkpoint, hf=f.hf, step=f.step, head_activation=f.head_activation,
                           **overrides)
+    enable_compilation_cache(scorer.opts.compilation_cache_dir)
     try:
         stats = score_file(scorer, f.input, f.output, skip_bad=f.skip_bad, rejects_path=f.rejects,
                            chunk_pairs=overrides["chunk_pairs"], total=total)

@@ -51,6 +51,7 @@ class ScoringOptions:
     chunk_pairs: int
     dtype: str
     attention: str
+    compilation_cache_dir: str  # read by the CLIs (cli.enable_compilation_cache), not by the Scorer
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))

@@ -546,9 +546,7 @@ def main(argv: list[str]) -> None:
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     distributed.initialize(settings, f.distributed)
-    cache = compilation_cache_path(f.config.compilation_cache_dir, f.workdir)
-    if cache:
-        enable_compilation_cache(cache)
+    enable_compilation_cache(compilation_cache_path(f.config.compilation_cache_dir, f.workdir))
     train_and_evaluate(f.config, f.workdir, stop_after=f.stop_after)
 
 

@@ -236,11 +236,12 @@ def test_cli_end_to_end(scorer, tiny_scorer_dir, tmp_path):
     cmd = [sys.executable, "-m", "cappy_jax.score", f"--checkpoint={tiny_scorer_dir}", "--skip_bad",
            f"--input={tmp_path / 'in.jsonl'}", f"--output={tmp_path / 'out' / 'out.jsonl'}",
            "--config.max_len=128", "--config.row_len=128", "--config.widths=(16,32,64,128)",
-           "--config.batch_tokens=256", "--config.chunk_pairs=3"]
+           "--config.batch_tokens=256", "--config.chunk_pairs=3", f"--config.compilation_cache_dir={tmp_path / 'xla'}"]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "scored 2 records (5 pairs), rejected 1" in proc.stderr, proc.stderr
+    assert any((tmp_path / "xla").iterdir()), "compiled batch shapes were not kept for the next run"
     out = read_jsonl(tmp_path / "out" / "out.jsonl")
     expected = [[float(s) for s in scorer.score([(r["instruction"], t) for t in r.get("candidates", [r.get("response")])])]
                 for r in (RECORDS[0], RECORDS[1])]
