@@ -42,8 +42,8 @@ def relative_error(a: object, b: object) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def compare(attention: str, model: str, dtype: str) -> dict[str, object]:
-    base = model_config(model).replace(dtype=dtype)
+def compare(attention: str, model: str, dtype: str, layers: int) -> dict[str, object]:
+    base = model_config(model).replace(dtype=dtype, num_layers=layers)
     params = jax.jit(model_lib.init_params, static_argnums=0)(base, jax.random.key(0))
     batch = packed_batch(base.vocab_size)
     mask = jnp.asarray(batch["label_mask"])
@@ -71,11 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attention", default="cudnn", choices=("cudnn", "xla"))
     parser.add_argument("--model", default="base", choices=("tiny", "base", "large"))
     parser.add_argument("--dtype", default="bfloat16", choices=sorted(TOLERANCE))
+    parser.add_argument("--layers", type=int, default=2,
+                        help="layers of the model (the kernel is the same in each: 2 keep compilation short)")
     args = parser.parse_args(argv)
     record: dict[str, object] = {"attention": args.attention, "model": args.model, "dtype": args.dtype,
-                                 "device": jax.devices()[0].device_kind, "tolerance": TOLERANCE[args.dtype]}
+                                 "layers": args.layers, "device": jax.devices()[0].device_kind,
+                                 "tolerance": TOLERANCE[args.dtype]}
     try:
-        record.update(compare(args.attention, args.model, args.dtype))
+        record.update(compare(args.attention, args.model, args.dtype, args.layers))
         record["ok"] = max(record["logits"], record["grads"]) <= TOLERANCE[args.dtype]
     except Exception as e:  # a kernel that does not run here is a result too: the caller falls back
         record.update(ok=False, error=f"{type(e).__name__}: {e}"[:2000])
