@@ -115,7 +115,6 @@ def atomic_writer(path: str | os.PathLike, *, tmp_path: str | os.PathLike | None
         raise
 
 
-
 def compilation_cache_path(setting: str, workdir: str) -> str | None:
     """Where compiled programs are kept: `setting` under `workdir` when relative, as given when absolute
     or a URL (gs://), None when empty. Pure."""
