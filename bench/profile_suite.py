@@ -53,8 +53,9 @@ CONTROL_OPS = ("while", "conditional", "call", "async-start", "async-done")  # c
 
 NOTE = ("the train-shape step traced with jax.profiler over `steps` steps; device time of each HLO operation "
         "attributed by its JAX name stack (attention = the attention core, not its projections); ms per step; "
-        "share = of the median timed step; idle = step minus device-busy time; host input = packing one batch of "
-        "real pair lengths and device_put, one host thread (prefetched in training)")
+        "share = of the median timed step (on a CPU, ops run on several threads at once and slower under the "
+        "profiler, so busy can exceed the step); idle = step minus device-busy time; host input = packing one "
+        "batch of real pair lengths and device_put, one host thread (prefetched in training)")
 
 COLUMNS = (
     Column("case", "case"),
@@ -71,6 +72,7 @@ _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*[^=]*?\s([a-z][\w\-]*)\
 _CALLS = re.compile(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+_COMMENT = re.compile(r"/\*.*?\*/")  # e.g. /*index=5*/ inside tuple shapes, whose '=' would end a match
 
 
 def hlo_instructions(hlo_text: str) -> dict[str, dict[str, Any]]:
@@ -85,7 +87,7 @@ def hlo_instructions(hlo_text: str) -> dict[str, dict[str, Any]]:
             if m:
                 computation = m.group(1)
             continue
-        m = _INSTR.match(line)
+        m = _INSTR.match(_COMMENT.sub("", line))
         if not m:
             continue
         name, opcode = m.group(1), m.group(2)

@@ -478,6 +478,7 @@ HLO = """HloModule jit_step, is_scheduled=true
 ENTRY %main.9 (a: f32[4]) -> f32[4] {
   %a = f32[4]{0} parameter(0)
   %while.4 = (s32[]) while(%a), condition=%cond, body=%body, metadata={op_name="jit(step)/while"}
+  %while.9 = (s32[], f32[], f32[], f32[], f32[], /*index=5*/f32[]) while(%a), condition=%cond, body=%body
   %custom-call.5 = f32[4]{0} custom-call(%a), custom_call_target="__cudnn$fmhaSoftmax", metadata={op_name="jit(step)/while/body/jvp(Scorer)/layer_2/attention/dot_product_attention"}
   %loop_add_fusion = f32[4]{0} fusion(%a), kind=kLoop, calls=%fused_computation.1, metadata={op_name="jit(step)/optimizer/add"}
   ROOT %add_fusion.7 = f32[4]{0} add(%a, %a), metadata={op_name="jit(step)/while/body/jvp(Scorer)/layer_2/mlp_norm/add"}
@@ -490,6 +491,7 @@ def test_profile_attribution_from_hlo_names():
 
     ins = ps.hlo_instructions(HLO)
     assert ins["while.4"]["opcode"] == "while" and ins["while.4"]["op_names"] == ["jit(step)/while"]
+    assert ins["while.9"]["opcode"] == "while"  # a tuple shape with /*index=5*/ inside still parses
     assert ins["gemm_fusion.3"]["opcode"] == "fusion"
     assert any(n.endswith("dot_general") for n in ins["gemm_fusion.3"]["op_names"])  # the fused dot is seen
     assert ps.classify(ins["gemm_fusion.3"]["op_names"]) == "matmuls" and ps.backward(ins["gemm_fusion.3"]["op_names"])
