@@ -42,7 +42,6 @@ import numpy as np
 from bench import train_throughput
 from bench.report import Column
 from bench.score_suite import load_lengths, random_pairs
-from cappy_jax import metrics as metrics_lib
 from cappy_jax import packing
 
 CASES = train_throughput.CASES
@@ -76,7 +75,7 @@ _COMMENT = re.compile(r"/\*.*?\*/")  # e.g. /*index=5*/ inside tuple shapes, who
 
 
 def hlo_instructions(hlo_text: str) -> dict[str, dict[str, Any]]:
-    """Instruction name -> {opcode, op_names (its own and those of what it calls), computation}. Pure."""
+    """Instruction name -> {opcode, op_names (its own and those of what it calls)}. Pure."""
     instructions: dict[str, dict[str, Any]] = {}
     by_computation: dict[str, list[str]] = collections.defaultdict(list)
     calls: dict[str, list[str]] = {}
@@ -92,7 +91,7 @@ def hlo_instructions(hlo_text: str) -> dict[str, dict[str, Any]]:
             continue
         name, opcode = m.group(1), m.group(2)
         names = _OP_NAME.findall(line)
-        instructions[name] = {"opcode": opcode, "op_names": names, "computation": computation}
+        instructions[name] = {"opcode": opcode, "op_names": names}
         by_computation[computation] += names
         calls[name] = _CALLS.findall(line)
     for name, callees in calls.items():
@@ -248,13 +247,10 @@ def measure(case: str, *, steps: int, warmup: int, attention: str | None = None)
         raise RuntimeError(f"the trace holds no operation of {module}: the profiler recorded no device activity")
     rows = summarize(events, hlo_instructions(hlo), steps, step_s)
     kind = p.devices[0].device_kind
-    tokens_per_s = p.rows * p.seq_len / step_s
-    mfu = metrics_lib.mfu(tokens_per_s / len(p.devices), train_throughput.flops_per_token(p),
-                          metrics_lib.peak_flops(kind))
     host_ms = host_input_ms(p.rows, p.seq_len, p.mcfg.vocab_size, p.devices)
     rows.append({"part": "host input", "ms_per_step": host_ms, "share_percent": 100 * host_ms / (1e3 * step_s)})
     rows.append({"part": "step (timed)", "ms_per_step": 1e3 * step_s, "share_percent": 100.0,
-                 "mfu_percent": 100 * mfu if np.isfinite(mfu) else None})
+                 "mfu_percent": train_throughput.mfu_percent(p, step_s)})
     common = {"case": case, "device_kind": kind, "devices": len(p.devices), "batch": f"{p.rows}×{p.seq_len}",
               "dtype": p.dtype, "attention": p.mcfg.attention_impl(), "steps": steps, "step_s": step_s,
               "xla_flags": os.environ.get("XLA_FLAGS", ""), "attributed": bool(events[0]["args"]["hlo_op"])}

@@ -141,6 +141,13 @@ def flops_per_token(p: Prepared) -> float:
                                                intermediate_size=p.mcfg.intermediate_size, seq_len=p.seq_len)
 
 
+def mfu_percent(p: Prepared, step_s: float) -> float | None:
+    """MFU of a step of `step_s` seconds at `p`'s shape; None where the device's peak is unknown (a CPU)."""
+    tokens_per_device_s = p.rows * p.seq_len / step_s / len(p.devices)
+    mfu = metrics_lib.mfu(tokens_per_device_s, flops_per_token(p), metrics_lib.peak_flops(p.devices[0].device_kind))
+    return 100 * mfu if np.isfinite(mfu) else None
+
+
 def timed_steps(p: Prepared, *, steps: int, warmup: int) -> tuple[Any, dict[str, Any], float]:
     """Runs `warmup` then `steps` steps from `p.state`; (state, last outputs, median step seconds)."""
     state, rng = p.state, jax.random.key(0)
@@ -165,16 +172,13 @@ def measure(case: str, *, steps: int, warmup: int, remat: bool = False,
         raise RuntimeError(f"{case}: the benchmarked step gave loss {loss}")
     tokens_per_s = p.rows * p.seq_len / step_s
     kind = p.devices[0].device_kind
-    flops = flops_per_token(p)
-    mfu = metrics_lib.mfu(tokens_per_s / len(p.devices), flops, metrics_lib.peak_flops(kind))
     return {
         "case": case, "impl": "cappy_jax", "device_kind": kind, "devices": len(p.devices),
         "params": model_lib.count_params(state.params), "batch": f"{p.rows}×{p.seq_len}", "rows": p.rows,
         "seq_len": p.seq_len, "dtype": p.dtype, "remat": remat, "attention": p.mcfg.attention_impl(),
         "scan_layers": p.mcfg.scan_layers,
         "compile_s": p.compile_s, "step_s": step_s, "tokens_per_s": tokens_per_s, "pairs_per_s": p.rows / step_s,
-        "mfu_percent": 100 * mfu if np.isfinite(mfu) else None,  # None: unknown peak (a CPU)
-        "flops_per_token": flops, "loss": loss, "steps": steps, "warmup": warmup, "ratio": None,
+        "mfu_percent": mfu_percent(p, step_s), "flops_per_token": flops_per_token(p), "loss": loss, "steps": steps, "warmup": warmup, "ratio": None,
     }
 
 
