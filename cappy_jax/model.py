@@ -30,7 +30,7 @@ Array = jax.Array
 
 FAMILIES = ("roberta", "bert")
 HEAD_ACTIVATIONS = ("sigmoid", "identity")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "cudnn-ragged")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # HF `hidden_act` names and whether they use the tanh approximation of GELU.
 ACTIVATIONS = {
@@ -76,7 +76,9 @@ class ModelConfig:
     # with depth. Parameters are then stacked (`layers/layer/...`, a leading layer axis); `relayout`
     # converts, and scorer directories and HF exports hold the unrolled `layer_i` layout either way.
     scan_layers: bool = False
-    # `auto`: the cuDNN fused kernel on GPU, XLA elsewhere.
+    # `auto`: the cuDNN fused kernel on GPU, XLA elsewhere. `cudnn` hands it the segment mask as a
+    # dense bias; `cudnn-ragged` (Hopper or newer) gives it each segment's start and length instead,
+    # so no bias is read or differentiated and no score is computed across segments (`attend`).
     attention: str = "auto"
     initializer_range: float = 0.02
 
@@ -263,12 +265,56 @@ class Embeddings(nn.Module):
         return nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)(x)
 
 
+def attention_inputs(impl: str, segment_ids: Array, num_segments: int) -> dict[str, Array]:
+    """What `attend` needs to keep attention inside segments, computed once for all layers.
+
+    XLA and `cudnn` take a dense mask `[B, 1, L, L]`: tokens attend within their own segment, and
+    padding (segment 0) attends to padding only, so no row is fully masked. `cudnn-ragged` takes
+    cuDNN's ragged layout: `lengths[B, S]` and `starts[B, S + 1]` of the segments, -1 for empty slots
+    (segments are contiguous runs of tokens, as `packing.make_batch` lays them out), and `valid[B, L]`.
+    """
+    if impl != "cudnn-ragged":
+        return {"mask": segment_ids[:, None, :, None] == segment_ids[:, None, None, :]}
+    slots = jnp.arange(1, num_segments + 1, dtype=segment_ids.dtype)
+    member = segment_ids[:, None, :] == slots[None, :, None]  # [B, S, L]
+    lengths = member.sum(-1, dtype=jnp.int32)
+    starts = jnp.argmax(member, axis=-1).astype(jnp.int32)
+    lengths, starts = jnp.where(lengths > 0, lengths, -1), jnp.where(lengths > 0, starts, -1)
+    starts = jnp.concatenate([starts, jnp.full((starts.shape[0], 1), -1, jnp.int32)], axis=1)
+    return {"lengths": lengths, "starts": starts, "valid": segment_ids > 0}
+
+
+def attend(q: Array, k: Array, v: Array, inputs: Mapping[str, Array], impl: str) -> Array:
+    """Scaled dot-product attention `[B, L, N, H]` within segments.
+
+    With `cudnn-ragged` each segment is its own sequence to cuDNN (one pair per row: its padding mask
+    from the pair's length). Positions outside every segment are zeroed on the way in and out, so
+    whatever the kernel leaves there reaches neither the output nor the gradients.
+    """
+    if impl != "cudnn-ragged":
+        return jax.nn.dot_product_attention(q, k, v, mask=inputs["mask"], implementation=impl)
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn  # the only way to reach the ragged layout
+
+    valid = inputs["valid"][:, :, None, None]
+    q, k, v = (jnp.where(valid, t, jnp.zeros((), t.dtype)) for t in (q, k, v))
+    lengths, starts = inputs["lengths"], inputs["starts"]
+    scale = q.shape[-1] ** -0.5
+    if lengths.shape[1] == 1:  # one pair per row: a padding mask (the packed layout needs 2+ slots)
+        n = jnp.maximum(lengths[:, 0], 0)
+        y = cudnn.dot_product_attention(q, k, v, q_seqlen=n, kv_seqlen=n, scale=scale,
+                                        mask_type=cudnn.MaskType.PADDING)
+    else:
+        y = cudnn.dot_product_attention(q, k, v, q_seqlen=lengths, kv_seqlen=lengths, q_offsets=starts,
+                                        kv_offsets=starts, scale=scale, mask_type=cudnn.MaskType.NO_MASK)
+    return jnp.where(valid, y, jnp.zeros((), y.dtype))
+
+
 class SelfAttention(nn.Module):
     config: ModelConfig
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array) -> Array:
+    def __call__(self, x: Array, attn: Mapping[str, Array]) -> Array:
         cfg = self.config
         dtype = cfg.compute_dtype()
 
@@ -279,7 +325,7 @@ class SelfAttention(nn.Module):
 
         q, k, v = project("query"), project("key"), project("value")
         # Attention probabilities get no dropout: fused kernels (cuDNN flash) do not offer it.
-        y = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl())
+        y = attend(q, k, v, attn, cfg.attention_impl())
         return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=dtype,
                                kernel_init=_init(cfg, ("heads", "kv", "embed")),
                                bias_init=_zeros(("embed",)), name="out")(y)
@@ -292,11 +338,11 @@ class Layer(nn.Module):
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array) -> Array:
+    def __call__(self, x: Array, attn: Mapping[str, Array]) -> Array:
         cfg = self.config
         dtype = cfg.compute_dtype()
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
-        h = SelfAttention(cfg, self.deterministic, name="attention")(x, mask)
+        h = SelfAttention(cfg, self.deterministic, name="attention")(x, attn)
         x = _layer_norm(cfg, dtype, "attention_norm")(x + dropout(h))
         h = nn.Dense(cfg.intermediate_size, dtype=dtype, kernel_init=_init(cfg, ("embed", "mlp")),
                      bias_init=_zeros(("mlp",)), name="mlp_in")(x)
@@ -313,8 +359,8 @@ class _ScanStep(nn.Module):
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array) -> tuple[Array, None]:
-        return Layer(self.config, self.deterministic, name="layer")(x, mask), None
+    def __call__(self, x: Array, attn: Mapping[str, Array]) -> tuple[Array, None]:
+        return Layer(self.config, self.deterministic, name="layer")(x, attn), None
 
 
 class ScoreHead(nn.Module):
@@ -357,18 +403,16 @@ class Scorer(nn.Module):
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         x = Embeddings(cfg, deterministic, name="embeddings")(input_ids, batch["position_ids"], token_type_ids)
-        # Tokens attend within their own segment; padding (segment 0) attends to padding only,
-        # so no row is fully masked and padding never reaches a real token.
-        mask = (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
+        attn = attention_inputs(cfg.attention_impl(), segment_ids, batch["cls_index"].shape[1])
         if cfg.scan_layers:
             step = nn.remat(_ScanStep, prevent_cse=False) if cfg.remat else _ScanStep
             x, _ = nn.scan(step, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                            in_axes=(nn.broadcast,), length=cfg.num_layers,
-                           metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, name="layers")(x, mask)
+                           metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, name="layers")(x, attn)
         else:
             layer_cls = nn.remat(Layer, prevent_cse=True) if cfg.remat else Layer
             for i in range(cfg.num_layers):
-                x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, mask)
+                x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, attn)
         if mean_pool:
             slots = jnp.arange(1, batch["cls_index"].shape[1] + 1, dtype=segment_ids.dtype)
             member = (segment_ids[:, :, None] == slots).astype(jnp.float32)  # [B, L, S]

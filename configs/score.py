@@ -19,7 +19,7 @@ DEFAULT: dict[str, Any] = dict(
     widths=(32, 64, 128, 256, 512),  # row widths a batch may take: one compilation each
     chunk_pairs=65536,    # pairs tokenized and packed at once: bounds host memory on huge inputs
     dtype="auto",         # compute dtype: "auto" = bfloat16 on accelerators, float32 on CPU
-    attention="auto",     # "auto" = cuDNN on GPU at 16-bit compute, XLA elsewhere
+    attention="auto",     # "auto" = cuDNN on GPU at 16-bit compute, XLA elsewhere; or xla | cudnn | cudnn-ragged
     # The CLIs (score, evaluate, boost) keep compiled batch shapes here across runs: one per width and row
     # count, each tens of seconds for roberta-large on a GPU. "" = off. The Scorer API leaves this to its caller.
     compilation_cache_dir="~/.cache/cappy_jax/xla",

@@ -216,3 +216,68 @@ def test_scan_layers_computes_the_same_function_with_stacked_parameters(remat):
     back = model_lib.relayout(stacked, scan, cfg)
     assert jax.tree.structure(back) == jax.tree.structure(params)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)))
+
+
+def ragged_mask(lengths: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """The attention mask cuDNN's ragged layout stands for: query and key in the same listed segment."""
+    seg = np.zeros((lengths.shape[0], width), np.int64)
+    for b in range(lengths.shape[0]):
+        for s, (n, start) in enumerate(zip(lengths[b], starts[b, :-1])):
+            assert (n < 0) == (start < 0)  # empty slots are -1 in both
+            if n > 0:
+                assert (seg[b, start:start + n] == 0).all()  # segments do not overlap
+                seg[b, start:start + n] = s + 1
+    return (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] > 0)
+
+
+def test_ragged_attention_layout_stands_for_the_segment_mask():
+    ids, types = random_pairs(np.random.default_rng(1), [5, 17, 3, 40, 12, 9, 64, 2, 30, 21], 100, "roberta")
+    rows = packing.pack_lengths([len(x) for x in ids], 96, 4)
+    batch = packing.make_batch(ids, types, rows, max_len=96, max_segments=4, pad_id=1, num_rows=len(rows) + 1)
+    seg = batch["segment_ids"]
+    got = jax.tree.map(np.asarray, model_lib.attention_inputs("cudnn-ragged", jnp.asarray(seg), 4))
+    assert got["lengths"].shape == (len(rows) + 1, 4) and got["starts"].shape == (len(rows) + 1, 5)
+    assert (got["lengths"][-1] == -1).all() and (got["starts"][-1] == -1).all()  # an empty row
+    np.testing.assert_array_equal(got["valid"], seg > 0)
+    dense = np.asarray(model_lib.attention_inputs("xla", jnp.asarray(seg), 4)["mask"])[:, 0]
+    real = (seg > 0)[:, :, None]
+    np.testing.assert_array_equal(ragged_mask(got["lengths"], got["starts"], 96), dense & real)
+    # One pair per row: the pair's length, for cuDNN's padding mask.
+    one = packing.make_batch(ids, types, [[i] for i in range(len(ids))], max_len=64, max_segments=1, pad_id=1)
+    single = model_lib.attention_inputs("cudnn-ragged", jnp.asarray(one["segment_ids"]), 1)
+    np.testing.assert_array_equal(np.asarray(single["lengths"])[:, 0], [len(x) for x in ids])
+
+
+def test_ragged_attention_lowers_for_cuda_without_a_bias(monkeypatch):
+    """Lowered for CUDA on this CPU (cuDNN's version checks stubbed): the ragged call carries segment
+    starts and lengths and no bias; the dense `cudnn` call reads a bias and returns its unused gradient."""
+    import re
+
+    from jax import export
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn
+
+    monkeypatch.setattr(cudnn, "check_cudnn_version", lambda: 91000)
+    monkeypatch.setattr(cudnn, "check_compute_capability", lambda capability: True)
+    base = tiny_config().replace(dtype="bfloat16")
+    params = model_lib.init_params(base, jax.random.key(0))
+    ids, types = random_pairs(np.random.default_rng(2), [5, 17, 3, 40, 12, 9], 100, "roberta")
+    kernels = [f"__cudnn$fmha{k}" for k in ("Softmax", "SoftmaxBackward", "ScaleBiasSoftmax", "ScaleBiasSoftmaxBackward")]
+    checks = [export.DisabledSafetyCheck.custom_call(k) for k in kernels]
+
+    def lowered(impl: str, max_segments: int) -> list[tuple[str, str]]:
+        rows = packing.pack_lengths([len(x) for x in ids], 64, max_segments)
+        batch = packing.make_batch(ids, types, rows, max_len=64, max_segments=max_segments, pad_id=1)
+        batch.pop("pair_index")
+        scorer = model_lib.Scorer(base.replace(attention=impl))
+        grad = jax.jit(jax.grad(lambda p, b: jnp.sum(scorer.apply({"params": p}, b) * b["label_mask"])))
+        text = export.export(grad, platforms=["cuda"], disabled_checks=checks)(params, batch).mlir_module()
+        return re.findall(r'custom_call @__cudnn\$(\w+)\(.*?max_seg_per_batch\\22: (\d+).*?\) -> \(([^)]*)\)', text)
+
+    ragged = lowered("cudnn-ragged", 4)
+    assert sorted(k for k, _, _ in ragged) == sorted(["fmhaSoftmax", "fmhaSoftmaxBackward"] * base.num_layers)
+    assert all(m == "4" for _, m, _ in ragged)
+    assert all(out.count("x64x64x") == 0 for _, _, out in ragged)  # no [B, 1, L, L] bias gradient
+    assert {k for k, m, _ in lowered("cudnn-ragged", 1)} == {"fmhaSoftmax", "fmhaSoftmaxBackward"}
+    dense = lowered("cudnn", 4)
+    assert {k for k, _, _ in dense} == {"fmhaScaleBiasSoftmax", "fmhaScaleBiasSoftmaxBackward"}
+    assert all("x1x64x64x" in out for k, _, out in dense if k.endswith("Backward"))
