@@ -4,8 +4,9 @@
 #   bash bench/accelerator.sh HF_BASELINE [OUTDIR] [SECONDS] [CASE] [SUITES]
 #
 # HF_BASELINE: a copy of ../shared/bench/hf_baseline.py (each comparing suite runs it in the same
-# command). Order: attention kernel check (falls back to --attention xla when cuDNN's kernel fails
-# or disagrees with XLA's), train-real, train-shape, score, profile, memory. Each suite gets what is
+# command). Order: attention kernel checks (cudnn-ragged, else cudnn, else xla: the first that runs
+# and agrees with XLA's attention is used by every suite), train-real, score, train-shape (and, when
+# cudnn-ragged was chosen, train-shape again with the dense-mask cudnn kernel), profile, memory. Each suite gets what is
 # left of SECONDS (default 540), and one that would start with under a minute left is skipped and
 # said so. CASE (default large; tiny checks the script in minutes on a CPU) picks the suites' case;
 # SUITES (comma-separated, default all) picks suites, kept in the order above. train-real runs
@@ -20,7 +21,7 @@ baseline=${1:?usage: bash bench/accelerator.sh HF_BASELINE [OUTDIR] [SECONDS] [C
 out=${2:-bench/accelerator-out}
 budget=${3:-540}
 case=${4:-large}
-suites=",${5:-train-real,train-shape,score,profile,memory},"
+suites=",${5:-train-real,score,train-shape,profile,memory},"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/cappy_jax_xla_cache}
@@ -36,11 +37,17 @@ save() { cp BENCHMARKS.md bench/results.jsonl "$out/" 2>/dev/null; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv 2>&1 | tee -a "$log"
 python -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" 2>&1 | tee -a "$log"
 
-attention=()
-if ! timeout -k 5 120 python -m bench.attention_check --attention cudnn --model "$( [[ $case == tiny ]] && echo tiny || echo base )" 2>&1 | tee "$out/attention_check.txt" | tee -a "$log" | tail -1 | grep -q '"ok": true'; then
-  echo "cuDNN attention failed or disagreed with XLA's: every suite runs with --attention xla" | tee -a "$log"
-  attention=(--attention xla)
-fi
+# The attention kernel every suite uses: cuDNN's ragged layout (each pair its own sequence, no bias),
+# else cuDNN with the dense segment mask, else XLA; each must first agree with XLA's attention.
+kernel=xla
+for k in cudnn-ragged cudnn; do
+  if timeout -k 5 150 python -m bench.attention_check --attention "$k" --model "$( [[ $case == tiny ]] && echo tiny || echo base )" \
+      2>&1 | tee "$out/attention_check_$k.txt" | tee -a "$log" | tail -1 | grep -q '"ok": true'; then
+    kernel=$k; break
+  fi
+  echo "attention $k failed or disagreed with XLA's" | tee -a "$log"
+done
+echo "== attention kernel for every suite: $kernel" | tee -a "$log"
 
 run_suite() {  # run_suite NAME CAP [ARGS...]
   local name=$1 cap=$2; shift 2
@@ -50,15 +57,18 @@ run_suite() {  # run_suite NAME CAP [ARGS...]
   (( cap > t )) && cap=$t
   echo "== $name (up to $cap s, $(left) s left)" | tee -a "$log"
   local s0=$SECONDS
-  timeout -k 10 "$cap" python -m bench.run --suite "$name" "${attention[@]}" "$@" 2>&1 | tee -a "$log"
+  timeout -k 10 "$cap" python -m bench.run --suite "$name" --attention "$kernel" "$@" 2>&1 | tee -a "$log"
   echo "== $name done in $((SECONDS - s0)) s (exit ${PIPESTATUS[0]})" | tee -a "$log"
   save
 }
 
-run_suite train-real 300 --cases "$case" --recipes packed,pad512 --baseline "$baseline"
-run_suite train-shape 240 --cases "$( [[ $case == tiny ]] && echo tiny || echo large,large-scan )" --baseline "$baseline"
-run_suite score 240 --cases "$case" --baseline "$baseline"
-XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" run_suite profile 180 --cases "$case"
-run_suite memory 400 --cases "$case"
+run_suite train-real 240 --cases "$case" --recipes packed,pad512 --baseline "$baseline"
+run_suite score 200 --cases "$case" --baseline "$baseline"
+run_suite train-shape 200 --cases "$( [[ $case == tiny ]] && echo tiny || echo large,large-scan )" --baseline "$baseline"
+if [[ $kernel == cudnn-ragged ]]; then  # what the ragged layout gains over the dense-mask kernel
+  kernel=cudnn run_suite train-shape 90 --cases "$case"
+fi
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" run_suite profile 150 --cases "$case"
+run_suite memory 300 --cases "$case"
 echo "== all done in $((SECONDS - start)) s" | tee -a "$log"
 save

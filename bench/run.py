@@ -1,7 +1,7 @@
 """The one benchmark entry point.
 
     python -m bench.run --suite encoder-cpu [--steps N] [--warmup N] [--cases a,b] [--baseline HF_BASELINE]
-                        [--attention auto|xla|cudnn] [--output bench/results.jsonl]
+                        [--attention auto|xla|cudnn|cudnn-ragged] [--output bench/results.jsonl]
                         [--markdown BENCHMARKS.md | --no-markdown]
 
 Appends one JSON line per measurement to `--output` and a dated table, naming
@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from bench import report
+from cappy_jax.model import ATTENTION_IMPLS
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -80,7 +81,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--cases", default=None, help="comma-separated subset of the suite's cases (default: all)")
     parser.add_argument("--baseline", default=None,
                         help="path to ../shared/bench/hf_baseline.py: suites that compare run it in the same command")
-    parser.add_argument("--attention", default=None, choices=("auto", "xla", "cudnn"),
+    parser.add_argument("--attention", default=None, choices=ATTENTION_IMPLS,
                         help="attention kernel of the model suites (default: the model config's, auto)")
     parser.add_argument("--recipes", default=None,
                         help="train-real: comma-separated subset of packed,pad512,dynamic (default: all)")

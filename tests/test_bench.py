@@ -519,6 +519,14 @@ def test_attention_check_compares_kernels_and_fails_loudly(capsys):
     assert attention_check.main(["--attention", "cudnn", "--model", "tiny"]) == 1
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert not record["ok"] and record["error"]
+    assert attention_check.main(["--attention", "cudnn-ragged", "--model", "tiny"]) == 1
+    assert not json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ok"]
+    # A kernel that runs but returns NaN fails too, whichever error is NaN.
+    for bad in ({"logits": float("nan"), "grads": 0.0}, {"logits": 0.0, "grads": float("nan")}):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(attention_check, "compare", lambda *a, bad=bad: dict(bad))
+            assert attention_check.main(["--attention", "xla", "--model", "tiny"]) == 1
+        capsys.readouterr()
     a = {"w": np.ones(4)}
     assert attention_check.relative_error({"w": np.ones(4) * 1.01}, a) == pytest.approx(0.01)
 
