@@ -264,13 +264,18 @@ def test_ragged_attention_lowers_for_cuda_without_a_bias(monkeypatch):
     kernels = [f"__cudnn$fmha{k}" for k in ("Softmax", "SoftmaxBackward", "ScaleBiasSoftmax", "ScaleBiasSoftmaxBackward")]
     checks = [export.DisabledSafetyCheck.custom_call(k) for k in kernels]
 
-    def lowered(impl: str, max_segments: int) -> list[tuple[str, str]]:
+    def lowered(impl: str, max_segments: int, **knobs) -> list[tuple[str, str]]:
         rows = packing.pack_lengths([len(x) for x in ids], 64, max_segments)
         batch = packing.make_batch(ids, types, rows, max_len=64, max_segments=max_segments, pad_id=1)
         batch.pop("pair_index")
-        scorer = model_lib.Scorer(base.replace(attention=impl))
-        grad = jax.jit(jax.grad(lambda p, b: jnp.sum(scorer.apply({"params": p}, b) * b["label_mask"])))
-        text = export.export(grad, platforms=["cuda"], disabled_checks=checks)(params, batch).mlir_module()
+        scorer = model_lib.Scorer(base.replace(attention=impl, **knobs))
+        p = model_lib.relayout(params, base, scorer.config)
+
+        def loss(p, b):  # training: dropout on
+            out = scorer.apply({"params": p}, b, deterministic=False, rngs={"dropout": jax.random.key(1)})
+            return jnp.sum(out * b["label_mask"])
+
+        text = export.export(jax.jit(jax.grad(loss)), platforms=["cuda"], disabled_checks=checks)(p, batch).mlir_module()
         return re.findall(r'custom_call @__cudnn\$(\w+)\(.*?max_seg_per_batch\\22: (\d+).*?\) -> \(([^)]*)\)', text)
 
     ragged = lowered("cudnn-ragged", 4)
@@ -278,6 +283,8 @@ def test_ragged_attention_lowers_for_cuda_without_a_bias(monkeypatch):
     assert all(m == "4" for _, m, _ in ragged)
     assert all(out.count("x64x64x") == 0 for _, _, out in ragged)  # no [B, 1, L, L] bias gradient
     assert {k for k, m, _ in lowered("cudnn-ragged", 1)} == {"fmhaSoftmax", "fmhaSoftmaxBackward"}
+    scanned = lowered("cudnn-ragged", 4, scan_layers=True, remat=True)  # one layer body, re-run for remat
+    assert sorted(k for k, _, _ in scanned) == ["fmhaSoftmax", "fmhaSoftmax", "fmhaSoftmaxBackward"]
     dense = lowered("cudnn", 4)
     assert {k for k, _, _ in dense} == {"fmhaScaleBiasSoftmax", "fmhaScaleBiasSoftmaxBackward"}
     assert all("x1x64x64x" in out for k, _, out in dense if k.endswith("Backward"))
