@@ -245,6 +245,33 @@ def _activation(name: str, x: Array) -> Array:
     return jax.nn.gelu(x, approximate=approximate)
 
 
+def dropout(x: Array, rate: float, rng: Array) -> Array:
+    """Inverted dropout that spends 16 random bits per element, where `jax.random.bernoulli` spends a
+    whole hash evaluation: one 32-bit draw decides two elements, halving the hashing, which is most
+    of dropout's cost on a GPU. An element is dropped when its 16 bits fall below round(rate x 2^16),
+    a drop rate within 2^-17 of `rate`."""
+    if rate == 0.0:
+        return x
+    n = x.shape[-1]
+    words = jax.random.bits(rng, x.shape[:-1] + ((n + 1) // 2,), jnp.uint32)
+    halves = jnp.stack([words & 0xFFFF, words >> 16], axis=-1).reshape(x.shape[:-1] + (2 * words.shape[-1],))
+    keep = halves[..., :n] >= jnp.uint32(round(rate * 65536))
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
+class Dropout(nn.Module):
+    """`dropout` on the `dropout` RNG stream when not deterministic (the stream nn.Dropout uses)."""
+
+    rate: float
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        if self.deterministic or self.rate == 0.0:
+            return x
+        return dropout(x, self.rate, self.make_rng("dropout"))
+
+
 class Embeddings(nn.Module):
     config: ModelConfig
     deterministic: bool
@@ -262,7 +289,7 @@ class Embeddings(nn.Module):
                              embedding_init=_init(cfg, ("token_type", "embed")),
                              name="token_type_embeddings")(token_type_ids)
         x = _layer_norm(cfg, cfg.compute_dtype(), "layer_norm")(x)
-        return nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)(x)
+        return Dropout(cfg.dropout_rate, deterministic=self.deterministic)(x)
 
 
 def attention_inputs(impl: str, segment_ids: Array, num_segments: int) -> dict[str, Array]:
@@ -341,15 +368,15 @@ class Layer(nn.Module):
     def __call__(self, x: Array, attn: Mapping[str, Array]) -> Array:
         cfg = self.config
         dtype = cfg.compute_dtype()
-        dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
+        drop = Dropout(cfg.dropout_rate, deterministic=self.deterministic)
         h = SelfAttention(cfg, self.deterministic, name="attention")(x, attn)
-        x = _layer_norm(cfg, dtype, "attention_norm")(x + dropout(h))
+        x = _layer_norm(cfg, dtype, "attention_norm")(x + drop(h))
         h = nn.Dense(cfg.intermediate_size, dtype=dtype, kernel_init=_init(cfg, ("embed", "mlp")),
                      bias_init=_zeros(("mlp",)), name="mlp_in")(x)
         h = _activation(cfg.hidden_act, h)
         h = nn.Dense(cfg.hidden_size, dtype=dtype, kernel_init=_init(cfg, ("mlp", "embed")),
                      bias_init=_zeros(("embed",)), name="mlp_out")(h)
-        return _layer_norm(cfg, dtype, "mlp_norm")(x + dropout(h))
+        return _layer_norm(cfg, dtype, "mlp_norm")(x + drop(h))
 
 
 class _ScanStep(nn.Module):
@@ -372,12 +399,12 @@ class ScoreHead(nn.Module):
     @nn.compact
     def __call__(self, cls: Array) -> Array:
         cfg = self.config
-        dropout = nn.Dropout(cfg.dropout_rate, deterministic=self.deterministic)
+        drop = Dropout(cfg.dropout_rate, deterministic=self.deterministic)
         h = nn.Dense(cfg.hidden_size, dtype=jnp.float32, kernel_init=_init(cfg, ("embed", "mlp")),
-                     bias_init=_zeros(("mlp",)), name="dense")(dropout(cls.astype(jnp.float32)))
+                     bias_init=_zeros(("mlp",)), name="dense")(drop(cls.astype(jnp.float32)))
         h = jnp.tanh(h)
         out = nn.Dense(1, dtype=jnp.float32, kernel_init=_init(cfg, ("mlp", "score")),
-                       bias_init=_zeros(("score",)), name="out_proj")(dropout(h))
+                       bias_init=_zeros(("score",)), name="out_proj")(drop(h))
         return out[..., 0]
 
 

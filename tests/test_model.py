@@ -148,6 +148,28 @@ def test_dropout_only_in_training_and_remat_keeps_gradients():
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+def test_dropout_drops_at_its_rate_independently_and_keeps_the_mean(rate):
+    x = jnp.ones((64, 128, 257), jnp.float32)  # an odd last axis: the spare half-word is cut off
+    y = np.asarray(model_lib.dropout(x, rate, jax.random.key(0)))
+    kept = y != 0
+    n = kept.size
+    assert abs((1 - kept.mean()) - rate) < 4 * np.sqrt(rate * (1 - rate) / n)  # 4 sigma
+    np.testing.assert_allclose(y[kept], 1 / (1 - rate), rtol=1e-6)
+    assert abs(y.mean() - 1.0) < 0.01
+    # The two elements one 32-bit draw decides are independent, and so are neighbours across rows.
+    even, odd = kept[..., 0:256:2].ravel(), kept[..., 1:256:2].ravel()
+    assert abs(np.corrcoef(even, odd)[0, 1]) < 0.01
+    assert abs(np.corrcoef(kept[:-1].ravel(), kept[1:].ravel())[0, 1]) < 0.01
+    same = np.asarray(model_lib.dropout(x, rate, jax.random.key(0)))
+    other = np.asarray(model_lib.dropout(x, rate, jax.random.key(1)))
+    np.testing.assert_array_equal(same, y)
+    assert (other != y).mean() > rate
+    assert model_lib.dropout(x, 0.0, jax.random.key(0)) is x
+    bf16 = model_lib.dropout(x.astype(jnp.bfloat16), rate, jax.random.key(0))
+    assert bf16.dtype == jnp.bfloat16
+
+
 def test_bfloat16_compute_keeps_float32_parameters_and_close_scores():
     config = tiny_config()
     params = model_lib.init_params(config, jax.random.key(9))
