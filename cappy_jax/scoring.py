@@ -204,7 +204,7 @@ class Scorer:
         self.devices = list(devices or jax.local_devices())
         self.mesh = sharding.make_mesh({"data": -1}, self.devices)
         self._rows_sharding = sharding.batch_sharding(self.mesh)
-        self.params = jax.device_put(params, sharding.replicated(self.mesh))
+        self.params = jax.device_put(model_lib.inference_params(self.config, params), sharding.replicated(self.mesh))
         shardings = dict(in_shardings=(sharding.replicated(self.mesh), self._rows_sharding),
                          out_shardings=self._rows_sharding)
         self._score = jax.jit(functools.partial(model_lib.score, self.config), **shardings)

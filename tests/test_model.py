@@ -310,3 +310,20 @@ def test_ragged_attention_lowers_for_cuda_without_a_bias(monkeypatch):
     dense = lowered("cudnn", 4)
     assert {k for k, _, _ in dense} == {"fmhaScaleBiasSoftmax", "fmhaScaleBiasSoftmaxBackward"}
     assert all("x1x64x64x" in out for k, _, out in dense if k.endswith("Backward"))
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_inference_params_store_what_the_matmuls_read_and_score_bitwise_the_same(scan_layers):
+    config = tiny_config(scan_layers=scan_layers).replace(dtype="bfloat16")
+    params = model_lib.init_params(config, jax.random.key(9))
+    ids, types = random_pairs(np.random.default_rng(10), [5, 17, 3, 40, 12], config.vocab_size, "roberta")
+    batch = packing.make_batch(ids, types, packing.pack_lengths([len(x) for x in ids], 64, 4), max_len=64,
+                               max_segments=4, pad_id=1)
+    cast = model_lib.inference_params(config, params)
+    dtypes = {"/".join(str(k.key) for k in path): leaf.dtype for path, leaf in jax.tree_util.tree_leaves_with_path(cast)}
+    assert {n for n, d in dtypes.items() if d == jnp.bfloat16} == {
+        n for n in dtypes if n.rsplit("/", 2)[-2] in ("query", "key", "value", "out", "mlp_in", "mlp_out")}
+    assert sum(d == jnp.bfloat16 for d in dtypes.values()) == (12 if scan_layers else 12 * config.num_layers)
+    score = jax.jit(model_lib.score, static_argnums=0)
+    np.testing.assert_array_equal(np.asarray(score(config, cast, batch)), np.asarray(score(config, params, batch)))
+    assert model_lib.inference_params(config.replace(dtype="float32"), params) is params
