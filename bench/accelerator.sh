@@ -6,9 +6,9 @@
 # HF_BASELINE: a copy of ../shared/bench/hf_baseline.py (each comparing suite runs it in the same
 # command). Order: attention kernel checks (cudnn-ragged, else cudnn, else xla: the first that runs
 # and agrees with XLA's attention is used by every suite), train-real, score, train-shape (and, when
-# cudnn-ragged was chosen, train-shape again with the dense-mask cudnn kernel), profile, memory. Each suite gets what is
-# left of SECONDS (default 540), and one that would start with under a minute left is skipped and
-# said so. CASE (default large; tiny checks the script in minutes on a CPU) picks the suites' case;
+# cudnn-ragged was chosen, train-shape again with the dense-mask cudnn kernel), profile, memory.
+# Each suite gets what is left of SECONDS (default 540), and one that would start with under a
+# minute left is skipped and said so. CASE (default large; tiny checks the script in minutes on a CPU) picks the suites' case;
 # SUITES (comma-separated, default all) picks suites, kept in the order above. train-real runs
 # packed and pad512 only: each shape of the train step compiles for about a minute on an H100
 # (BENCHMARKS.md), and our dynamic-padding recipe would add three; hf_baseline's dynamic row stays.

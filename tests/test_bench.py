@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -550,3 +551,38 @@ def test_a_stopped_suite_writes_what_it_measured(tmp_path, monkeypatch):
     assert [r["case"] for r in lines] == ["first"]
     assert "cut short (Stopped after 1 measurement(s))" in md.read_text()
     assert signal_lib.getsignal(signal_lib.SIGTERM) is not bench_run._stop  # the handler is put back
+
+
+def test_make_lengths_writes_real_pair_lengths_and_their_padding_ceiling(tmp_path):
+    from bench import make_lengths
+
+    # Packed, two rows of 512 slots hold [512] and [256, 256]; padded, three rows: 1.5x the fill.
+    assert make_lengths.padding_ceiling([256, 512, 256]) == {"pad512_fill": 0.6667, "packed_fill": 1.0,
+                                                             "packing_ceiling": 1.5}
+    import cappy_jax
+
+    demo = Path(cappy_jax.__file__).parent / "demo_data" / "bigbench"
+    out = tmp_path / "lengths.json"
+    make_lengths.main(["--bigbench", str(demo), "--tasks", "all", "--per_task", "5", "--pairs", "50",
+                       "--out", str(out)])
+    lengths = json.loads(out.read_text())
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert len(lengths) == meta["sampled"] == min(50, meta["total_pairs"]) and meta["total_pairs"] > 50
+    assert len(meta["tasks"]) == len(list(demo.iterdir())) and all(4 < n <= 512 for n in lengths)
+    assert meta["packing_ceiling"] == make_lengths.padding_ceiling(lengths)["packing_ceiling"] > 1
+
+
+def test_roberta_bpe_tokenizer_encodes_pairs_as_roberta(tmp_path):
+    """A toy GPT-2-style vocabulary: byte-level tokens, one merge, roberta's `<s> A </s></s> B </s>`."""
+    from bench import make_lengths
+    from cappy_jax.tokenization import PairTokenizer
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {c: i for i, c in enumerate(letters + "Ġ")}
+    vocab["Ġa"] = len(vocab)
+    (tmp_path / "encoder.json").write_text(json.dumps(vocab))
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\nĠ a\n")
+    tok = PairTokenizer.from_dir(make_lengths.roberta_bpe_tokenizer(str(tmp_path), str(tmp_path)))
+    enc = tok.encode_pairs(["ab a"], ["cd"], 512)
+    assert tok.num_special_tokens == 4
+    assert enc.lengths().tolist() == [2 + 1 + 2 + 4]  # a b Ġa | c d | <s> </s> </s> </s>
