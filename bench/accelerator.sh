@@ -16,6 +16,7 @@
 # After each suite BENCHMARKS.md, bench/results.jsonl and the log are copied to OUTDIR, so a run cut
 # short still returns what it measured. Compilations are cached on disk (JAX_COMPILATION_CACHE_DIR),
 # so suites compiling the same step (train-shape, profile, memory) compile it once.
+# Back home, `python -m bench.merge OUTDIR --log NAME` appends the returned tables and JSON lines.
 set -u
 baseline=${1:?usage: bash bench/accelerator.sh HF_BASELINE [OUTDIR] [SECONDS] [CASE] [SUITES]}
 out=${2:-bench/accelerator-out}

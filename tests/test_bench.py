@@ -586,3 +586,28 @@ def test_roberta_bpe_tokenizer_encodes_pairs_as_roberta(tmp_path):
     enc = tok.encode_pairs(["ab a"], ["cd"], 512)
     assert tok.num_special_tokens == 4
     assert enc.lengths().tolist() == [2 + 1 + 2 + 4]  # a b Ġa | c d | <s> </s> </s> </s>
+
+
+def test_merge_appends_what_a_gpu_run_added_and_refuses_a_moved_tree(tmp_path):
+    from bench import merge
+
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    (repo / "bench").mkdir(parents=True)
+    out.mkdir()
+    (repo / "BENCHMARKS.md").write_text("# Benchmarks\n")
+    (repo / "bench" / "results.jsonl").write_text('{"a": 1}\n')
+    (out / "BENCHMARKS.md").write_text("# Benchmarks\n## train-real (GPU)\n")
+    (out / "results.jsonl").write_text('{"a": 1}\n{"b": 2}\n')
+    (out / "accelerator.log").write_text("== all done\n")
+    assert merge.merge(out, "gpu", repo) == {"BENCHMARKS.md": 20, "bench/results.jsonl": 9}
+    assert (repo / "BENCHMARKS.md").read_text() == "# Benchmarks\n## train-real (GPU)\n"
+    assert (repo / "bench" / "results.jsonl").read_text() == '{"a": 1}\n{"b": 2}\n'
+    assert (repo / "bench" / "logs" / "gpu.log").read_text() == "== all done\n"
+    # This checkout's BENCHMARKS.md changed since the copy: nothing is written, the user is told why.
+    (out / "results.jsonl").write_text('{"a": 1}\n{"b": 2}\n{"c": 3}\n')
+    (repo / "BENCHMARKS.md").write_text("# Benchmarks, edited\n")
+    with pytest.raises(ValueError, match="merge by hand"):
+        merge.merge(out, "gpu", repo)
+    assert (repo / "bench" / "results.jsonl").read_text() == '{"a": 1}\n{"b": 2}\n'
+    with pytest.raises(FileNotFoundError, match="OUTDIR"):
+        merge.merge(tmp_path / "nowhere", "gpu", repo)
