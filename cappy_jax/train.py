@@ -466,9 +466,40 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
                  mean["chance_accuracy"])
         return flat
 
+    def read(at: int, out_device: Mapping[str, jax.Array]) -> None:
+        """The host's look at finished step `at`: wait for it, check its loss, log on schedule. Done one
+        step late, after the next step is dispatched, so the device never waits for the host."""
+        nonlocal t_window, tokens_window, steps_window
+        out = jax.device_get(out_device)
+        if not np.isfinite(out["loss"]):
+            manager.wait_until_finished()
+            raise NonFiniteLossError(
+                f"loss is {out['loss']} at step {at}; stopped without saving, the last good checkpoint "
+                f"is step {manager.latest_step()} in {workdir_path / 'checkpoints'}. Lower "
+                "optim.learning_rate or check the data labels")
+        tokens_window += int(out["tokens"])
+        steps_window += 1
+        if at % int(config.log_every) == 0 or at == num_steps:
+            dt = time.time() - t_window
+            tps = tokens_window / dt
+            train_metrics = {
+                "train/loss": float(out["loss"]), "train/grad_norm": float(out["grad_norm"]),
+                "train/learning_rate": float(schedule(at - 1)), "train/steps_per_s": steps_window / dt,
+                "train/tokens_per_s": tps,
+                "train/mfu": metrics_lib.mfu(tps / jax.device_count(), flops_per_token, peak) if peak else 0.0}
+            writer.write(at, train_metrics)
+            last.update(train_metrics)
+            eta = (num_steps - at) * dt / steps_window
+            mfu_text = f"{100 * train_metrics['train/mfu']:.1f}%" if peak else "n/a (unknown peak)"
+            log.info("step %d/%d loss %.4f lr %.2e %.2f steps/s %.0f tokens/s mfu %s eta %.0fs", at,
+                     num_steps, train_metrics["train/loss"], train_metrics["train/learning_rate"],
+                     train_metrics["train/steps_per_s"], tps, mfu_text, eta)
+            t_window, tokens_window, steps_window = time.time(), 0, 0
+
     if fresh_start and config.eval_every:
         last.update({f"initial_{k}": v for k, v in run_eval(0).items()})
     steps_this_run = 0
+    pending: tuple[int, Mapping[str, jax.Array]] | None = None  # the last dispatched step, not yet read
     with _Stop() as stop:
         while step < num_steps:
             if config.profile_start and step == config.profile_start and lead:
@@ -479,51 +510,36 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
                      if k != "pair_index"}
             batch = {k: jax.make_array_from_process_local_data(accum_sh, v) for k, v in local.items()}
             state, out = setup.step_fn(state, batch, rng)
-            out = jax.device_get(out)
             step += 1
-            if not np.isfinite(out["loss"]):
-                manager.wait_until_finished()
-                raise NonFiniteLossError(
-                    f"loss is {out['loss']} at step {step}; stopped without saving, the last good checkpoint "
-                    f"is step {manager.latest_step()} in {workdir_path / 'checkpoints'}. Lower "
-                    "optim.learning_rate or check the data labels")
-            if profiling and step >= config.profile_start + config.profile_steps:
-                jax.profiler.stop_trace()
-                profiling = False
-            tokens_window += int(out["tokens"])
-            steps_window += 1
-            if step % int(config.log_every) == 0 or step == num_steps:
-                dt = time.time() - t_window
-                tps = tokens_window / dt
-                train_metrics = {
-                    "train/loss": float(out["loss"]), "train/grad_norm": float(out["grad_norm"]),
-                    "train/learning_rate": float(schedule(step - 1)), "train/steps_per_s": steps_window / dt,
-                    "train/tokens_per_s": tps,
-                    "train/mfu": metrics_lib.mfu(tps / jax.device_count(), flops_per_token, peak) if peak else 0.0}
-                writer.write(step, train_metrics)
-                last.update(train_metrics)
-                eta = (num_steps - step) * dt / steps_window
-                mfu_text = f"{100 * train_metrics['train/mfu']:.1f}%" if peak else "n/a (unknown peak)"
-                log.info("step %d/%d loss %.4f lr %.2e %.2f steps/s %.0f tokens/s mfu %s eta %.0fs", step,
-                         num_steps, train_metrics["train/loss"], train_metrics["train/learning_rate"],
-                         train_metrics["train/steps_per_s"], tps, mfu_text, eta)
-                t_window, tokens_window, steps_window = time.time(), 0, 0
-            eval_now = (config.eval_every and step % int(config.eval_every) == 0) or step == num_steps
-            eval_metrics = run_eval(step) if eval_now else None
-            if eval_metrics:
-                last.update(eval_metrics)
+            if pending is not None:
+                read(*pending)
+            pending = (step, out)
             steps_this_run += 1
             requested = stop.requested
             if jax.process_count() > 1:  # SIGTERM reaches hosts at different steps: stop together
                 requested = bool(np.any(multihost_utils.process_allgather(np.array(requested))))
             preempted = (requested or manager.reached_preemption(step)
                          or (stop_after is not None and steps_this_run >= stop_after))
+            eval_now = (config.eval_every and step % int(config.eval_every) == 0) or step == num_steps
+            ends_trace = profiling and step >= config.profile_start + config.profile_steps
             # Evaluated steps are saved too, so the best-by-metric checkpoint can be kept.
-            if eval_now or preempted or step % int(config.checkpoint_every) == 0:
+            save_now = eval_now or preempted or step % int(config.checkpoint_every) == 0
+            if save_now or ends_trace:  # read the step before its state is evaluated, saved or traced whole
+                read(*pending)
+                pending = None
+            if ends_trace:
+                jax.profiler.stop_trace()
+                profiling = False
+            eval_metrics = run_eval(step) if eval_now else None
+            if eval_metrics:
+                last.update(eval_metrics)
+            if save_now:
                 save(step, eval_metrics)
             if preempted:
                 log.warning("stopping at step %d after a preemption notice; re-run the command to resume", step)
                 break
+    if pending is not None:
+        read(*pending)
     manager.wait_until_finished()
     manager.close()
     writer.close()
