@@ -37,6 +37,8 @@ save() { cp BENCHMARKS.md bench/results.jsonl "$out/" 2>/dev/null; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv 2>&1 | tee -a "$log"
 python -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" 2>&1 | tee -a "$log"
+# cudnn-ragged needs cuDNN 9.6 or newer on Hopper: say which one is here.
+python -c "from jax._src.lib import cuda_versions as v; print('cuDNN', v.cudnn_get_version() if v else None)" 2>&1 | tee -a "$log"
 
 # The attention kernel every suite uses: cuDNN's ragged layout (each pair its own sequence, no bias),
 # else cuDNN with the dense segment mask, else XLA; each must first agree with XLA's attention.
