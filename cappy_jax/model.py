@@ -247,9 +247,9 @@ def _activation(name: str, x: Array) -> Array:
 
 def dropout(x: Array, rate: float, rng: Array) -> Array:
     """Inverted dropout that spends 16 random bits per element, where `jax.random.bernoulli` spends a
-    whole hash evaluation: one 32-bit draw decides two elements, halving the hashing, which is most
-    of dropout's cost on a GPU. An element is dropped when its 16 bits fall below round(rate x 2^16),
-    a drop rate within 2^-17 of `rate`."""
+    whole threefry evaluation (20 rounds of integer arithmetic): one 32-bit draw decides two elements,
+    halving the hashing and the random words kept for the backward pass. An element is dropped when
+    its 16 bits fall below round(rate x 2^16), a drop rate within 2^-17 of `rate`."""
     if rate == 0.0:
         return x
     n = x.shape[-1]
