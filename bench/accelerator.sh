@@ -33,7 +33,14 @@ log="$out/accelerator.log"
 
 left() { echo $((budget - (SECONDS - start))); }
 
-save() { cp BENCHMARKS.md bench/results.jsonl "$out/" 2>/dev/null; }
+# BENCH_MARKDOWN / BENCH_RESULTS send the tables and JSON lines elsewhere (the tests' dry run does).
+markdown=${BENCH_MARKDOWN:-BENCHMARKS.md}
+results=${BENCH_RESULTS:-bench/results.jsonl}
+io=()
+[[ -n ${BENCH_MARKDOWN:-} ]] && io+=(--markdown "$markdown")
+[[ -n ${BENCH_RESULTS:-} ]] && io+=(--output "$results")
+
+save() { cp "$markdown" "$out/BENCHMARKS.md" 2>/dev/null; cp "$results" "$out/results.jsonl" 2>/dev/null; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv 2>&1 | tee -a "$log"
 python -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" 2>&1 | tee -a "$log"
@@ -60,7 +67,7 @@ run_suite() {  # run_suite NAME CAP [ARGS...]
   (( cap > t )) && cap=$t
   echo "== $name (up to $cap s, $(left) s left)" | tee -a "$log"
   local s0=$SECONDS
-  timeout -k 10 "$cap" python -m bench.run --suite "$name" --attention "$kernel" "$@" 2>&1 | tee -a "$log"
+  timeout -k 10 "$cap" python -m bench.run --suite "$name" --attention "$kernel" "${io[@]}" "$@" 2>&1 | tee -a "$log"
   echo "== $name done in $((SECONDS - s0)) s (exit ${PIPESTATUS[0]})" | tee -a "$log"
   save
 }

@@ -611,3 +611,28 @@ def test_merge_appends_what_a_gpu_run_added_and_refuses_a_moved_tree(tmp_path):
     assert (repo / "bench" / "results.jsonl").read_text() == '{"a": 1}\n{"b": 2}\n'
     with pytest.raises(FileNotFoundError, match="OUTDIR"):
         merge.merge(tmp_path / "nowhere", "gpu", repo)
+
+
+def test_accelerator_script_runs_its_suites_and_falls_back_to_xla_attention(tmp_path):
+    """bench/accelerator.sh end to end on this CPU (reduced case, two suites): neither cuDNN kernel runs
+    here, so every suite gets XLA's attention, and each suite's tables reach OUTDIR."""
+    import subprocess
+
+    fake = tmp_path / "hf_baseline.py"
+    fake.write_text(FAKE_BASELINE)
+    out = tmp_path / "out"
+    env = dict(os.environ, BENCH_MARKDOWN=str(tmp_path / "B.md"), BENCH_RESULTS=str(tmp_path / "r.jsonl"),
+               JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"))
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(["bash", "bench/accelerator.sh", str(fake), str(out), "300", "tiny",
+                           "train-real,train-shape"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (out / "accelerator.log").read_text()
+    assert "attention cudnn-ragged failed" in log and "attention cudnn failed" in log
+    assert "== attention kernel for every suite: xla" in log and "== all done" in log
+    assert "== score" not in log and "== memory" not in log  # not asked for
+    tables = (out / "BENCHMARKS.md").read_text()
+    assert "## train-real" in tables and "## train-shape" in tables and "--attention xla" in tables
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["suite"] for r in records} == {"train-real", "train-shape"}
+    assert all(r.get("attention") in (None, "xla") for r in records)
