@@ -351,7 +351,8 @@ class SelfAttention(nn.Module):
                                    bias_init=_zeros(("heads", "kv")), name=name)(x)
 
         q, k, v = project("query"), project("key"), project("value")
-        # Attention probabilities get no dropout: fused kernels (cuDNN flash) do not offer it.
+        # Attention probabilities get no dropout: jax's fused attention offers none (its private cuDNN
+        # wrapper fixes the seed at compile time, so the mask would repeat every step).
         y = attend(q, k, v, attn, cfg.attention_impl())
         return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=dtype,
                                kernel_init=_init(cfg, ("heads", "kv", "embed")),
