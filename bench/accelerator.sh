@@ -5,24 +5,29 @@
 #
 # HF_BASELINE: a copy of ../shared/bench/hf_baseline.py (each comparing suite runs it in the same
 # command). Order: attention kernel checks (cudnn-ragged, else cudnn, else xla: the first that runs
-# and agrees with XLA's attention is used by every suite), train-real, score, train-shape (and, when
-# cudnn-ragged was chosen, train-shape again with the dense-mask cudnn kernel), profile, memory.
+# and agrees with XLA's attention is used by every suite; ATTENTION=NAME skips the checks, for a
+# second command on a machine where the first already chose), then the three suites with ratios
+# (train-real, train-shape, score), then profile, train-shape-cudnn (train-shape again with the
+# dense-mask cudnn kernel, when cudnn-ragged was chosen: what the ragged layout gains), memory.
 # Each suite gets what is left of SECONDS (default 540), and one that would start with under a
-# minute left is skipped and said so. CASE (default large; tiny checks the script in minutes on a CPU) picks the suites' case;
-# SUITES (comma-separated, default all) picks suites, kept in the order above. train-real runs
-# packed and pad512 only: each shape of the train step compiles for about a minute on an H100
-# (BENCHMARKS.md), and our dynamic-padding recipe would add three; hf_baseline's dynamic row stays.
+# minute left is skipped and said so. CASE (default large; tiny checks the script in minutes on a CPU)
+# picks the suites' case; SUITES (comma-separated, default all) picks suites, kept in the order above.
+# train-real runs packed and pad512 only: each shape of the train step compiles for about a minute
+# on an H100 (BENCHMARKS.md), and our dynamic-padding recipe would add three; hf_baseline's dynamic
+# row stays. train-shape times `large` (TRAIN_SHAPE_CASES=large,large-scan adds the scanned layers).
 # A suite stopped by its time share still writes what it measured (bench/run.py).
 # After each suite BENCHMARKS.md, bench/results.jsonl and the log are copied to OUTDIR, so a run cut
 # short still returns what it measured. Compilations are cached on disk (JAX_COMPILATION_CACHE_DIR),
-# so suites compiling the same step (train-shape, profile, memory) compile it once.
+# so suites compiling the same step (train-real's pad512, train-shape, memory's measured step)
+# compile it once. memory compiles without autotuning (--xla_gpu_autotune_level=0): it times
+# nothing, and autotuning is much of each compilation.
 # Back home, `python -m bench.merge OUTDIR --log NAME` appends the returned tables and JSON lines.
 set -u
 baseline=${1:?usage: bash bench/accelerator.sh HF_BASELINE [OUTDIR] [SECONDS] [CASE] [SUITES]}
 out=${2:-bench/accelerator-out}
 budget=${3:-540}
 case=${4:-large}
-suites=",${5:-train-real,score,train-shape,profile,memory},"
+suites=",${5:-train-real,train-shape,score,profile,train-shape-cudnn,memory},"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/cappy_jax_xla_cache}
@@ -49,36 +54,41 @@ python -c "from jax._src.lib import cuda_versions as v; print('cuDNN', v.cudnn_g
 
 # The attention kernel every suite uses: cuDNN's ragged layout (each pair its own sequence, no bias),
 # else cuDNN with the dense segment mask, else XLA; each must first agree with XLA's attention.
-kernel=xla
-for k in cudnn-ragged cudnn; do
-  if timeout -k 5 150 python -m bench.attention_check --attention "$k" --model "$( [[ $case == tiny ]] && echo tiny || echo base )" \
-      2>&1 | tee "$out/attention_check_$k.txt" | tee -a "$log" | tail -1 | grep -q '"ok": true'; then
-    kernel=$k; break
-  fi
-  echo "attention $k failed or disagreed with XLA's" | tee -a "$log"
-done
+kernel=${ATTENTION:-}
+if [[ -z $kernel ]]; then
+  kernel=xla
+  for k in cudnn-ragged cudnn; do
+    if timeout -k 5 150 python -m bench.attention_check --attention "$k" --model "$( [[ $case == tiny ]] && echo tiny || echo base )" \
+        2>&1 | tee "$out/attention_check_$k.txt" | tee -a "$log" | tail -1 | grep -q '"ok": true'; then
+      kernel=$k; break
+    fi
+    echo "attention $k failed or disagreed with XLA's" | tee -a "$log"
+  done
+fi
 echo "== attention kernel for every suite: $kernel" | tee -a "$log"
 
-run_suite() {  # run_suite NAME CAP [ARGS...]
-  local name=$1 cap=$2; shift 2
-  [[ $suites == *",$name,"* ]] || return 0
+run_suite() {  # run_suite LABEL CAP [ARGS...]: LABEL names it in SUITES; SUITE (default LABEL) is bench.run's
+  local label=$1 cap=$2; shift 2
+  local name=${SUITE:-$label}
+  [[ $suites == *",$label,"* ]] || return 0
   local t; t=$(left)
-  if (( t < 60 )); then echo "== $name skipped: $t s left of $budget" | tee -a "$log"; return; fi
+  if (( t < 60 )); then echo "== $label skipped: $t s left of $budget" | tee -a "$log"; return; fi
   (( cap > t )) && cap=$t
-  echo "== $name (up to $cap s, $(left) s left)" | tee -a "$log"
+  echo "== $label (up to $cap s, $(left) s left)" | tee -a "$log"
   local s0=$SECONDS
   timeout -k 10 "$cap" python -m bench.run --suite "$name" --attention "$kernel" "${io[@]}" "$@" 2>&1 | tee -a "$log"
-  echo "== $name done in $((SECONDS - s0)) s (exit ${PIPESTATUS[0]})" | tee -a "$log"
+  echo "== $label done in $((SECONDS - s0)) s (exit ${PIPESTATUS[0]})" | tee -a "$log"
   save
 }
 
-run_suite train-real 240 --cases "$case" --recipes packed,pad512 --baseline "$baseline"
+run_suite train-real 270 --cases "$case" --recipes packed,pad512 --baseline "$baseline"
+run_suite train-shape 200 --cases "$( [[ $case == tiny ]] && echo tiny || echo "${TRAIN_SHAPE_CASES:-large}" )" \
+  --baseline "$baseline"
 run_suite score 200 --cases "$case" --baseline "$baseline"
-run_suite train-shape 200 --cases "$( [[ $case == tiny ]] && echo tiny || echo large,large-scan )" --baseline "$baseline"
-if [[ $kernel == cudnn-ragged ]]; then  # what the ragged layout gains over the dense-mask kernel
-  kernel=cudnn run_suite train-shape 90 --cases "$case"
-fi
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" run_suite profile 150 --cases "$case"
-run_suite memory 300 --cases "$case"
+if [[ $kernel == cudnn-ragged ]]; then  # what the ragged layout gains over the dense-mask kernel
+  kernel=cudnn SUITE=train-shape run_suite train-shape-cudnn 90 --cases "$case"
+fi
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0" run_suite memory 300 --cases "$case"
 echo "== all done in $((SECONDS - start)) s" | tee -a "$log"
 save

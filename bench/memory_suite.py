@@ -5,7 +5,7 @@
 For each batch size (rows of 512 tokens per device) and `remat` off/on, the real train step
 (`train.build`, as `train-shape` runs it) is compiled from abstract shapes and XLA's memory
 analysis gives its footprint per device: arguments (parameters, optimizer state, batch) +
-outputs + temporaries - donated aliases. On an accelerator the step also runs once and the
+outputs + temporaries - donated aliases (the four compile at once, in threads). On an accelerator the step also runs once and the
 device's own `peak_bytes_in_use` is reported. A row `largest` per remat setting gives the biggest
 batch whose estimate fits the device's `bytes_limit` (the straight line through the two measured
 sizes, checked by compiling it and one row more; doubling and bisection where the line misses).
@@ -14,6 +14,7 @@ A CPU has no limit: no `largest` rows there. Needs neither TensorFlow nor ml_col
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,13 +118,14 @@ def measure(case: str, attention: str | None = None) -> Iterator[dict[str, Any]]
     mesh = sharding_lib.make_mesh({"data": -1}, devices=devices)
     limit = bytes_limit(devices[0])
     seq_len = SEQ_LEN[case]
-    records, setups = [], {}
-    for remat in (False, True):
-        mcfg = _model(case, remat, attention)
-        setups[remat] = setup = train.build(step_config(min(seq_len, mcfg.max_len)), mesh, mcfg)
-        for rows in BATCHES:
-            records.append(_record(case, devices, mcfg, rows, seq_len, estimate(setup, mesh, rows, seq_len),
-                                   batch=str(rows)))
+    setups = {remat: train.build(step_config(min(seq_len, _model(case, remat, attention).max_len)), mesh,
+                                 _model(case, remat, attention)) for remat in (False, True)}
+    jobs = [(remat, rows) for remat in setups for rows in BATCHES]
+    # Compilations are independent and mostly host work: all at once (each is tens of seconds on a GPU).
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        estimates = list(pool.map(lambda job: estimate(setups[job[0]], mesh, job[1], seq_len), jobs))
+    records = [_record(case, devices, setups[remat].model.config, rows, seq_len, est, batch=str(rows))
+               for (remat, rows), est in zip(jobs, estimates)]
     if limit:
         # The device's peak only grows, so run the smallest first: each step that raises it gives its own peak;
         # one that does not (its peak is under an earlier one's) is left unmeasured rather than misreported.

@@ -636,3 +636,11 @@ def test_accelerator_script_runs_its_suites_and_falls_back_to_xla_attention(tmp_
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["suite"] for r in records} == {"train-real", "train-shape"}
     assert all(r.get("attention") in (None, "xla") for r in records)
+    # A second command on a machine that already chose: ATTENTION skips the checks.
+    again = tmp_path / "again"
+    proc = subprocess.run(["bash", "bench/accelerator.sh", str(fake), str(again), "300", "tiny", "nothing"],
+                          cwd=repo, env=dict(env, ATTENTION="xla"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (again / "accelerator.log").read_text()
+    assert "attention cudnn" not in log and "== attention kernel for every suite: xla" in log
+    assert "== train-real" not in log and "== all done" in log
