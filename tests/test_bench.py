@@ -523,11 +523,17 @@ def test_attention_check_compares_kernels_and_fails_loudly(capsys):
     assert attention_check.main(["--attention", "cudnn-ragged", "--model", "tiny"]) == 1
     assert not json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ok"]
     # A kernel that runs but returns NaN fails too, whichever error is NaN.
-    for bad in ({"logits": float("nan"), "grads": 0.0}, {"logits": 0.0, "grads": float("nan")}):
+    for bad in ({"logits": float("nan"), "grads": 0.0, "logits_xla": 0.0, "grads_xla": 0.0},
+                {"logits": 0.0, "grads": float("nan"), "logits_xla": 0.0, "grads_xla": 0.0}):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(attention_check, "compare", lambda *a, bad=bad: dict(bad))
             assert attention_check.main(["--attention", "xla", "--model", "tiny"]) == 1
         capsys.readouterr()
+    # The bound: the tolerance, or twice XLA's own error in the same dtype where rounding alone is larger.
+    ok = {"logits": 0.04, "grads": 0.002, "logits_xla": 0.03, "grads_xla": 0.001}
+    assert attention_check.within(ok, 3e-2)
+    assert not attention_check.within(dict(ok, logits=0.07), 3e-2)
+    assert not attention_check.within(dict(ok, grads=0.031), 3e-2)
     a = {"w": np.ones(4)}
     assert attention_check.relative_error({"w": np.ones(4) * 1.01}, a) == pytest.approx(0.01)
 
