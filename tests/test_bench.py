@@ -619,6 +619,35 @@ def test_merge_appends_what_a_gpu_run_added_and_refuses_a_moved_tree(tmp_path):
         merge.merge(tmp_path / "nowhere", "gpu", repo)
 
 
+def test_merge_takes_a_second_gpu_command_after_the_first(tmp_path):
+    """Two commands copied the same commit; the first is merged, the second's tail goes after it with --base."""
+    import subprocess
+
+    from bench import merge
+
+    repo = tmp_path / "repo"
+    (repo / "bench").mkdir(parents=True)
+    (repo / "BENCHMARKS.md").write_text("# B\n")
+    (repo / "bench" / "results.jsonl").write_text("{}\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    for name, table in (("one", "## train-real\n"), ("two", "## profile\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "BENCHMARKS.md").write_text("# B\n" + table)
+        (tmp_path / name / "results.jsonl").write_text("{}\n{\"" + name + "\": 1}\n")
+    merge.merge(tmp_path / "one", "one", repo)
+    with pytest.raises(ValueError, match="merge by hand"):
+        merge.merge(tmp_path / "two", "two", repo)
+    merge.merge(tmp_path / "two", "two", repo, base="HEAD")
+    assert (repo / "BENCHMARKS.md").read_text() == "# B\n## train-real\n## profile\n"
+    assert (repo / "bench" / "results.jsonl").read_text() == '{}\n{"one": 1}\n{"two": 1}\n'
+    (repo / "BENCHMARKS.md").write_text("# edited\n")
+    with pytest.raises(ValueError, match="no longer starts"):
+        merge.merge(tmp_path / "two", "two", repo, base="HEAD")
+
+
 def test_accelerator_script_runs_its_suites_and_falls_back_to_xla_attention(tmp_path):
     """bench/accelerator.sh end to end on this CPU (reduced case, two suites): neither cuDNN kernel runs
     here, so every suite gets XLA's attention, and each suite's tables reach OUTDIR."""
