@@ -18,9 +18,9 @@
 # A suite stopped by its time share still writes what it measured (bench/run.py).
 # After each suite BENCHMARKS.md, bench/results.jsonl and the log are copied to OUTDIR, so a run cut
 # short still returns what it measured. Compilations are cached on disk (JAX_COMPILATION_CACHE_DIR),
-# so suites compiling the same step (train-real's pad512, train-shape, memory's measured step)
-# compile it once. memory compiles without autotuning (--xla_gpu_autotune_level=0): it times
-# nothing, and autotuning is much of each compilation.
+# so the same step compiles once (train-real's pad512 and train-shape; memory's estimate and its
+# measured run). memory compiles without autotuning (--xla_gpu_autotune_level=0): it times nothing,
+# and autotuning is much of each compilation.
 # Back home, `python -m bench.merge OUTDIR --log NAME` appends the returned tables and JSON lines.
 set -u
 baseline=${1:?usage: bash bench/accelerator.sh HF_BASELINE [OUTDIR] [SECONDS] [CASE] [SUITES]}

@@ -9,7 +9,8 @@ float32 as the reference, and prints one JSON line: the worst relative errors â€
 logits and gradients against the reference, the kernel's and XLA's (`_xla`). Exits 1 when the
 kernel's exceeds both the tolerance (bfloat16 compute: 3e-2) and twice XLA's, is not finite, or the
 kernel fails to run, so a script can fall back to another kernel. (On an H100 both cuDNN kernels
-were 0.033 from bfloat16 XLA in logits, an error a plain bound of 3e-2 rejected.) Needs neither TensorFlow nor ml_collections.
+were 0.033 from bfloat16 XLA in logits, an error a plain bound of 3e-2 rejected.) Needs neither
+TensorFlow nor ml_collections.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@
 For each batch size (rows of 512 tokens per device) and `remat` off/on, the real train step
 (`train.build`, as `train-shape` runs it) is compiled from abstract shapes and XLA's memory
 analysis gives its footprint per device: arguments (parameters, optimizer state, batch) +
-outputs + temporaries - donated aliases (the four compile at once, in threads). On an accelerator the step also runs once and the
-device's own `peak_bytes_in_use` is reported. A row `largest` per remat setting gives the biggest
+outputs + temporaries - donated aliases (the four compile at once, in threads). On an
+accelerator the step also runs once and the device's own `peak_bytes_in_use` is reported. A row `largest` per remat setting gives the biggest
 batch whose estimate fits the device's `bytes_limit` (the straight line through the two measured
 sizes, checked by compiling it and one row more; doubling and bisection where the line misses).
 A CPU has no limit: no `largest` rows there. Needs neither TensorFlow nor ml_collections.
@@ -118,8 +118,10 @@ def measure(case: str, attention: str | None = None) -> Iterator[dict[str, Any]]
     mesh = sharding_lib.make_mesh({"data": -1}, devices=devices)
     limit = bytes_limit(devices[0])
     seq_len = SEQ_LEN[case]
-    setups = {remat: train.build(step_config(min(seq_len, _model(case, remat, attention).max_len)), mesh,
-                                 _model(case, remat, attention)) for remat in (False, True)}
+    setups = {}
+    for remat in (False, True):
+        mcfg = _model(case, remat, attention)
+        setups[remat] = train.build(step_config(min(seq_len, mcfg.max_len)), mesh, mcfg)
     jobs = [(remat, rows) for remat in setups for rows in BATCHES]
     # Compilations are independent and mostly host work: all at once (each is tens of seconds on a GPU).
     with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
