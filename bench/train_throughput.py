@@ -50,7 +50,8 @@ SHAPES = {
 NOTE = ("train step of cappy_jax.train (AdamW, clip 1.0, dropout 0.1, bce loss) on a data-parallel mesh over "
         "all local devices, synthetic full rows (no padding); median step seconds after compile and warm-up; "
         "tokens/s over all devices; MFU = tokens/s/device x analytic training FLOPs per token "
-        "(cappy_jax.metrics.encoder_flops_per_token) / the device's dense bf16 peak")
+        "(cappy_jax.metrics.encoder_flops_per_token: the FLOPs the step computes, its last layer at the head's "
+        "positions only unless scanned) / the device's dense bf16 peak")
 
 COLUMNS = (
     Column("case", "case"),
@@ -137,8 +138,10 @@ def prepare(case: str, *, remat: bool = False, attention: str | None = None) -> 
 
 
 def flops_per_token(p: Prepared) -> float:
+    heads = int(p.batch["cls_index"].shape[-1])
     return metrics_lib.encoder_flops_per_token(num_layers=p.mcfg.num_layers, hidden_size=p.mcfg.hidden_size,
-                                               intermediate_size=p.mcfg.intermediate_size, seq_len=p.seq_len)
+                                               intermediate_size=p.mcfg.intermediate_size, seq_len=p.seq_len,
+                                               head_positions=heads if p.mcfg.last_layer_at_heads else None)
 
 
 def mfu_percent(p: Prepared, step_s: float) -> float | None:

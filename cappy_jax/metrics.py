@@ -290,7 +290,7 @@ def regression_metrics(scores: Any, labels: Any, tasks: Any, groups: Any, *,
 
 def encoder_flops_per_token(*, num_layers: int, hidden_size: int, intermediate_size: int,
                             seq_len: int, vocab_size: int | None = None,
-                            training: bool = True) -> float:
+                            training: bool = True, head_positions: int | None = None) -> float:
     """Analytic model FLOPs per token of a BERT/RoBERTa encoder.
 
     With L layers, hidden h, FFN width i and sequence (row) length n, a forward pass
@@ -306,7 +306,9 @@ def encoder_flops_per_token(*, num_layers: int, hidden_size: int, intermediate_s
     regression head are negligible and not counted: this is the usual "model FLOPs"
     for MFU, close to 6 * params per token when n << 6h. For packed rows pass the
     row length as `seq_len`: the attention kernel computes the full masked row,
-    not just each pair's own block.
+    not just each pair's own block. With `head_positions` p (the scorer's last layer
+    runs only at the p positions per row the head reads, `model.last_layer_queries`)
+    the last layer costs per token 2 * 2*h*h for keys and values plus p/n of the rest.
     """
     for name, v in (("num_layers", num_layers), ("hidden_size", hidden_size),
                     ("intermediate_size", intermediate_size), ("seq_len", seq_len)):
@@ -315,6 +317,11 @@ def encoder_flops_per_token(*, num_layers: int, hidden_size: int, intermediate_s
     h, i, n = float(hidden_size), float(intermediate_size), float(seq_len)
     per_layer = 2.0 * (4.0 * h * h + 2.0 * h * i) + 2.0 * 2.0 * n * h
     forward = num_layers * per_layer
+    if head_positions is not None:
+        if not 0 < head_positions <= seq_len:
+            raise ValueError(f"head_positions must be in 1..seq_len={seq_len}, got {head_positions}")
+        key_value = 2.0 * 2.0 * h * h
+        forward -= (per_layer - key_value) * (1.0 - head_positions / n)
     if vocab_size is not None:
         if vocab_size <= 0:
             raise ValueError(f"vocab_size must be positive, got {vocab_size}")

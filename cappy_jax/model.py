@@ -8,7 +8,9 @@ sequence-classification head (dense, tanh, out_proj with one output).
 The model reads the packed batch format (see `cappy_jax/packing.py`): a row of
 `L` tokens holds up to `S` pairs, told apart by `segment_ids`; attention stays
 inside a segment and each segment's score is read at its first token
-(`cls_index`). One pair per row is the special case `S = 1`.
+(`cls_index`). One pair per row is the special case `S = 1`. The last layer is
+computed at those positions only (`last_layer_queries`), the one place its
+outputs are read.
 
 Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`,
 `mlp`, `position`, `token_type`, `score`) so training can shard it with a rules
@@ -109,6 +111,12 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def last_layer_at_heads(self) -> bool:
+        """Whether the last layer runs only where the head reads (`last_layer_queries`); a scanned
+        stack runs its layers alike, so it computes the last one in full."""
+        return not self.scan_layers
 
     @property
     def max_len(self) -> int:
@@ -311,6 +319,15 @@ def attention_inputs(impl: str, segment_ids: Array, num_segments: int) -> dict[s
     return {"lengths": lengths, "starts": starts, "valid": segment_ids > 0}
 
 
+def last_layer_queries(segment_ids: Array, cls_index: Array) -> dict[str, Array]:
+    """The head reads one position per segment, so the last layer's outputs are needed there only: its
+    queries, LayerNorms and MLP then run on `[B, S]` positions instead of `[B, L]` (keys and values still
+    cover the row), about 85% of one layer's FLOPs saved. `mask[B, 1, S, L]`: each query attends to its own
+    token's segment, exactly its row of the full mask, so outputs are those of the full layer there."""
+    own = jnp.take_along_axis(segment_ids, cls_index, axis=1)  # [B, S]
+    return {"index": cls_index, "mask": (own[:, :, None] == segment_ids[:, None, :])[:, None]}
+
+
 def attend(q: Array, k: Array, v: Array, inputs: Mapping[str, Array], impl: str) -> Array:
     """Scaled dot-product attention `[B, L, N, H]` within segments.
 
@@ -341,19 +358,24 @@ class SelfAttention(nn.Module):
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x: Array, attn: Mapping[str, Array]) -> Array:
+    def __call__(self, x: Array, attn: Mapping[str, Array], queries: Mapping[str, Array] | None = None) -> Array:
+        """Outputs at every position, or with `queries` (`last_layer_queries`) at those positions only."""
         cfg = self.config
         dtype = cfg.compute_dtype()
 
-        def project(name: str) -> Array:
+        def project(name: str, h: Array) -> Array:
             return nn.DenseGeneral((cfg.num_heads, cfg.head_dim), dtype=dtype,
                                    kernel_init=_init(cfg, ("embed", "heads", "kv")),
-                                   bias_init=_zeros(("heads", "kv")), name=name)(x)
+                                   bias_init=_zeros(("heads", "kv")), name=name)(h)
 
-        q, k, v = project("query"), project("key"), project("value")
+        k, v = project("key", x), project("value", x)
         # Attention probabilities get no dropout: jax's fused attention offers none (its private cuDNN
         # wrapper fixes the seed at compile time, so the mask would repeat every step).
-        y = attend(q, k, v, attn, cfg.attention_impl())
+        if queries is None:
+            y = attend(project("query", x), k, v, attn, cfg.attention_impl())
+        else:  # a few queries a row: XLA's attention over a [B, 1, S, L] mask is cheap, whatever the kernel
+            q = project("query", jnp.take_along_axis(x, queries["index"][..., None], axis=1))
+            y = jax.nn.dot_product_attention(q, k, v, mask=queries["mask"], implementation="xla")
         return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=dtype,
                                kernel_init=_init(cfg, ("heads", "kv", "embed")),
                                bias_init=_zeros(("embed",)), name="out")(y)
@@ -366,11 +388,14 @@ class Layer(nn.Module):
     deterministic: bool
 
     @nn.compact
-    def __call__(self, x: Array, attn: Mapping[str, Array]) -> Array:
+    def __call__(self, x: Array, attn: Mapping[str, Array], queries: Mapping[str, Array] | None = None) -> Array:
+        """`[B, L, H]`, or with `queries` the outputs at their positions only, `[B, S, H]`."""
         cfg = self.config
         dtype = cfg.compute_dtype()
         drop = Dropout(cfg.dropout_rate, deterministic=self.deterministic)
-        h = SelfAttention(cfg, self.deterministic, name="attention")(x, attn)
+        h = SelfAttention(cfg, self.deterministic, name="attention")(x, attn, queries)
+        if queries is not None:
+            x = jnp.take_along_axis(x, queries["index"][..., None], axis=1)
         x = _layer_norm(cfg, dtype, "attention_norm")(x + drop(h))
         h = nn.Dense(cfg.intermediate_size, dtype=dtype, kernel_init=_init(cfg, ("embed", "mlp")),
                      bias_init=_zeros(("mlp",)), name="mlp_in")(x)
@@ -440,7 +465,11 @@ class Scorer(nn.Module):
         else:
             layer_cls = nn.remat(Layer, prevent_cse=True) if cfg.remat else Layer
             for i in range(cfg.num_layers):
-                x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, attn)
+                last = i == cfg.num_layers - 1 and cfg.last_layer_at_heads and not mean_pool
+                queries = last_layer_queries(segment_ids, batch["cls_index"]) if last else None
+                x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, attn, queries)
+            if not mean_pool:  # the last layer ran at the segments' first tokens only: x is [B, S, H]
+                return ScoreHead(cfg, deterministic, name="head")(x)
         if mean_pool:
             slots = jnp.arange(1, batch["cls_index"].shape[1] + 1, dtype=segment_ids.dtype)
             member = (segment_ids[:, :, None] == slots).astype(jnp.float32)  # [B, L, S]

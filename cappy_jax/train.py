@@ -440,7 +440,8 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
     rng = jax.random.key(int(config.seed) + 1)
     flops_per_token = metrics_lib.encoder_flops_per_token(
         num_layers=mcfg.num_layers, hidden_size=mcfg.hidden_size, intermediate_size=mcfg.intermediate_size,
-        seq_len=int(config.data.max_len), training=True)
+        seq_len=int(config.data.max_len), training=True,
+        head_positions=int(config.data.max_segments) if mcfg.last_layer_at_heads else None)
     peak = float(config.peak_flops) or (metrics_lib.peak_flops(jax.devices()[0].device_kind) or 0.0)
     step = int(jax.device_get(state.step))
     num_steps = int(config.num_steps)

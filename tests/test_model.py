@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -210,6 +211,8 @@ def test_auto_attention_takes_cudnn_only_where_its_kernel_runs(monkeypatch):
 
 @pytest.mark.parametrize("remat", [False, True])
 def test_scan_layers_computes_the_same_function_with_stacked_parameters(remat):
+    """Also the check of `last_layer_queries`: the scanned stack computes its last layer at every
+    position, the unrolled one at the head's positions only, on rows with an empty slot and an empty row."""
     from configs import model as model_configs
 
     cfg = model_lib.ModelConfig.from_dict(dict(model_configs.VARIANTS["tiny"], dtype="float32", num_layers=3))
@@ -222,14 +225,16 @@ def test_scan_layers_computes_the_same_function_with_stacked_parameters(remat):
         jax.sharding.PartitionSpec("layers", "embed", "mlp")
     rng = np.random.default_rng(0)
     ids = [rng.integers(5, 500, n).astype(np.int32) for n in (9, 14, 30, 5)]
-    batch = packing.make_batch(ids, [np.zeros_like(x) for x in ids], [[0, 1], [2, 3]], max_len=48,
-                               max_segments=2, pad_id=1)
+    batch = packing.make_batch(ids, [np.zeros_like(x) for x in ids], [[0, 1, 3], [2]], max_len=48,
+                               max_segments=3, pad_id=1, num_rows=3)
+    slots = jnp.asarray(batch["label_mask"])
     batch = {k: jnp.asarray(v) for k, v in batch.items() if k in model_lib.dummy_batch()}
+    assert cfg.last_layer_at_heads and not scan.last_layer_at_heads
     np.testing.assert_allclose(model_lib.score(scan, stacked, batch), model_lib.score(cfg, params, batch),
                                rtol=1e-6, atol=1e-6)
 
-    def loss(c, p):
-        return jnp.sum(model_lib.Scorer(c).apply({"params": p}, batch))
+    def loss(c, p):  # every slot, empty ones included: their values must agree too
+        return jnp.sum(model_lib.Scorer(c).apply({"params": p}, batch) * (1.0 + slots))
 
     g = jax.grad(lambda p: loss(cfg, p))(params)
     g_scan = model_lib.relayout(jax.grad(lambda p: loss(scan, p))(stacked), scan, cfg)
@@ -301,13 +306,15 @@ def test_ragged_attention_lowers_for_cuda_without_a_bias(monkeypatch):
         return re.findall(r'custom_call @__cudnn\$(\w+)\(.*?max_seg_per_batch\\22: (\d+).*?\) -> \(([^)]*)\)', text)
 
     ragged = lowered("cudnn-ragged", 4)
-    assert sorted(k for k, _, _ in ragged) == sorted(["fmhaSoftmax", "fmhaSoftmaxBackward"] * base.num_layers)
+    # Every layer but the last, whose few queries (the head's positions) go through XLA's attention.
+    assert sorted(k for k, _, _ in ragged) == sorted(["fmhaSoftmax", "fmhaSoftmaxBackward"] * (base.num_layers - 1))
     assert all(m == "4" for _, m, _ in ragged)
     assert all(out.count("x64x64x") == 0 for _, _, out in ragged)  # no [B, 1, L, L] bias gradient
     assert {k for k, m, _ in lowered("cudnn-ragged", 1)} == {"fmhaSoftmax", "fmhaSoftmaxBackward"}
     scanned = lowered("cudnn-ragged", 4, scan_layers=True, remat=True)  # one layer body, re-run for remat
     assert sorted(k for k, _, _ in scanned) == ["fmhaSoftmax", "fmhaSoftmax", "fmhaSoftmaxBackward"]
     dense = lowered("cudnn", 4)
+    assert len(dense) == 2 * (base.num_layers - 1)
     assert {k for k, _, _ in dense} == {"fmhaScaleBiasSoftmax", "fmhaScaleBiasSoftmaxBackward"}
     assert all("x1x64x64x" in out for k, _, out in dense if k.endswith("Backward"))
 
@@ -327,3 +334,28 @@ def test_inference_params_store_what_the_matmuls_read_and_score_bitwise_the_same
     score = jax.jit(model_lib.score, static_argnums=0)
     np.testing.assert_array_equal(np.asarray(score(config, cast, batch)), np.asarray(score(config, params, batch)))
     assert model_lib.inference_params(config.replace(dtype="float32"), params) is params
+
+
+def test_last_layer_runs_at_the_head_positions_only():
+    """Its MLP and queries see `[B, S]` positions, the other layers' `[B, L]`; mean pooling (which reads
+    every position) and the scanned stack keep the full last layer. FLOPs count it the same way."""
+    from cappy_jax import metrics
+
+    cfg = tiny_config()
+    params = model_lib.init_params(cfg, jax.random.key(0))
+    batch = model_lib.dummy_batch(batch_size=3, max_len=48, max_segments=5)
+
+    def mlp_in_outputs(config, p, **kw) -> list[str]:
+        text = jax.jit(lambda p, b: model_lib.Scorer(config).apply({"params": p}, b, **kw)).lower(p, batch).as_text()
+        return re.findall(rf"dot_general.*-> tensor<3x(\d+)x{cfg.intermediate_size}xf32>", text)
+
+    assert mlp_in_outputs(cfg, params) == ["48"] * (cfg.num_layers - 1) + ["5"]
+    assert mlp_in_outputs(cfg, params, mean_pool=True) == ["48"] * cfg.num_layers
+    scan = cfg.replace(scan_layers=True)
+    assert set(mlp_in_outputs(scan, model_lib.relayout(params, cfg, scan))) == {"48"}
+    kw = dict(num_layers=24, hidden_size=1024, intermediate_size=4096, seq_len=512)
+    full, pruned = metrics.encoder_flops_per_token(**kw), metrics.encoder_flops_per_token(head_positions=1, **kw)
+    assert pruned / full == pytest.approx(1 - 0.846 / 24, abs=2e-3)  # ~85% of one of 24 layers
+    assert metrics.encoder_flops_per_token(head_positions=512, **kw) == pytest.approx(full)
+    with pytest.raises(ValueError, match="head_positions"):
+        metrics.encoder_flops_per_token(head_positions=513, **kw)
