@@ -205,11 +205,13 @@ def append_markdown(path: pathlib.Path, section: str) -> None:
 
 def run_baseline(path: str, args: Sequence[str]) -> list[dict[str, Any]]:
     """Runs `../shared/bench/hf_baseline.py ARGS` (same command, same machine state); its JSON lines."""
-    import subprocess
     import sys
 
     cmd = [sys.executable, path, *args]
+    t = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # Its share of a lent GPU's minutes, for planning the next command's budget.
+    print(f"{pathlib.Path(path).name} {' '.join(args)}: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
     if out.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]

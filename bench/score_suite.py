@@ -107,8 +107,11 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None,
             batch_tokens = max(512, int(math.ceil(per_batch * mean_len)))
             opts = scoring.options(batch_tokens=batch_tokens, attention=attention or "auto")
             scorer = scoring.Scorer(config, params, None, opts)
+            t = time.perf_counter()
             for _ in range(max(1, warmup)):
                 scorer.score_tokens(ids, types)
+            print(f"score {case}: {per_batch} pairs/batch: compile pass done in {time.perf_counter() - t:.1f} s",
+                  file=sys.stderr, flush=True)
             times = []
             for _ in range(steps):
                 t = time.perf_counter()
