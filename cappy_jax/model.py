@@ -465,18 +465,17 @@ class Scorer(nn.Module):
         else:
             layer_cls = nn.remat(Layer, prevent_cse=True) if cfg.remat else Layer
             for i in range(cfg.num_layers):
-                last = i == cfg.num_layers - 1 and cfg.last_layer_at_heads and not mean_pool
+                last = i == cfg.num_layers - 1 and not mean_pool
                 queries = last_layer_queries(segment_ids, batch["cls_index"]) if last else None
                 x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, attn, queries)
-            if not mean_pool:  # the last layer ran at the segments' first tokens only: x is [B, S, H]
-                return ScoreHead(cfg, deterministic, name="head")(x)
         if mean_pool:
             slots = jnp.arange(1, batch["cls_index"].shape[1] + 1, dtype=segment_ids.dtype)
             member = (segment_ids[:, :, None] == slots).astype(jnp.float32)  # [B, L, S]
             sums = jnp.einsum("bls,blh->bsh", member, x.astype(jnp.float32))
             return sums / jnp.maximum(member.sum(1), 1.0)[..., None]
-        cls = jnp.take_along_axis(x, batch["cls_index"][..., None], axis=1)  # [B, S, H]
-        return ScoreHead(cfg, deterministic, name="head")(cls)
+        if not cfg.last_layer_at_heads:  # else the last layer ran at the segments' first tokens only
+            x = jnp.take_along_axis(x, batch["cls_index"][..., None], axis=1)
+        return ScoreHead(cfg, deterministic, name="head")(x)  # x: [B, S, H]
 
 
 def dummy_batch(batch_size: int = 1, max_len: int = 8, max_segments: int = 1) -> dict[str, jnp.ndarray]:
