@@ -7,8 +7,10 @@
 # command). Order: attention kernel checks (cudnn-ragged, else cudnn, else xla: the first that runs
 # and agrees with XLA's attention is used by every suite; ATTENTION=NAME skips the checks, for a
 # second command on a machine where the first already chose), then the three suites with ratios
-# (train-real, train-shape, score), then profile, memory, train-real-cudnn (train-real's packed recipe
-# again with the dense-mask cudnn kernel, when cudnn-ragged was chosen: what the ragged layout gains).
+# (train-real, train-shape, score), then profile, memory, and when cudnn-ragged was chosen
+# train-real-cudnn (train-real's packed recipe again with the dense-mask cudnn kernel: what the ragged
+# layout gains) and train-real-slots (packed rows of at most 16 against at most 8 pairs: cuDNN's ragged
+# layout runs every slot of every row as a sequence, used or not, and rows hold 3.3 pairs on average).
 # Each suite gets what is left of SECONDS (default 540), and one that would start with under a
 # minute left is skipped and said so. CASE (default large; tiny checks the script in minutes on a CPU)
 # picks the suites' case; SUITES (comma-separated, default all) picks suites, kept in the order above.
@@ -27,7 +29,7 @@ baseline=${1:?usage: bash bench/accelerator.sh HF_BASELINE [OUTDIR] [SECONDS] [C
 out=${2:-bench/accelerator-out}
 budget=${3:-540}
 case=${4:-large}
-suites=",${5:-train-real,train-shape,score,profile,memory,train-real-cudnn},"
+suites=",${5:-train-real,train-shape,score,profile,memory,train-real-cudnn,train-real-slots},"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/cappy_jax_xla_cache}
@@ -91,8 +93,11 @@ XLA_PYTHON_CLIENT_MEM_FRACTION=$beside run_suite train-shape 200 --cases "$( [[ 
 XLA_PYTHON_CLIENT_MEM_FRACTION=$beside run_suite score 200 --cases "$case" --baseline "$baseline"
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" run_suite profile 150 --cases "$case"
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0" run_suite memory 300 --cases "$case"
-if [[ $kernel == cudnn-ragged ]]; then  # what the ragged layout gains over the dense-mask kernel on packed rows
+if [[ $kernel == cudnn-ragged ]]; then
+  # What the ragged layout gains over the dense-mask kernel on packed rows, then what fewer slots a row gain
+  # (packed's compilation comes from the disk cache: train-real compiled it).
   kernel=cudnn SUITE=train-real run_suite train-real-cudnn 150 --cases "$case" --recipes packed
+  SUITE=train-real run_suite train-real-slots 150 --cases "$case" --recipes packed,packed8
 fi
 echo "== all done in $((SECONDS - start)) s" | tee -a "$log"
 save

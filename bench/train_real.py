@@ -8,7 +8,9 @@ same pairs with the real train step (`train.build`: AdamW, clipping, dropout, do
 parallel over every local device) and is timed over one pass of all of them after a pass that
 compiles every shape:
 - `packed` (cappy_jax): pairs packed longest-first into 512-token rows of up to 16 pairs
-  (`packing.pack_lengths`), `ROWS` rows a step;
+  (`packing.pack_lengths`), `ROWS` rows a step; `packedN` (on request, e.g. `packed8`): the same
+  with at most N pairs a row, fewer slots (cuDNN's ragged layout gives every slot a sequence, used
+  or not) for slightly emptier rows;
 - `pad512` (the reference recipe): one pair per row padded to 512, `ROWS` pairs a step;
 - `dynamic`: one pair per row, length-sorted windows of 100 batches padded to a multiple of
   `DYNAMIC_MULTIPLE` (128: four shapes, four compilations; hf_baseline.py's `dynamic` mode pads
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import sys
 import tempfile
 import time
@@ -44,12 +47,12 @@ ROWS = {"tiny": 8, "large": 32}         # rows (packed) or pairs (padded) per st
 DTYPE = {"tiny": "float32", "large": "bfloat16"}
 MAX_LEN, MAX_SEGMENTS = 512, 16
 DYNAMIC_MULTIPLE = 128
-RECIPES = ("packed", "pad512", "dynamic")
+RECIPES = ("packed", "pad512", "dynamic")  # the default run, in this order; packedN on request
 DEFAULT_STEPS = {"tiny": 1, "large": 1}  # timed passes over all pairs
 DEFAULT_WARMUP = 1
 
 NOTE = ("real train step on random ids with the real pair lengths of bench/data/bigbench_lengths.json (24 "
-        "BIG-bench Lite tasks); packed = cappy_jax (512-token rows, up to 16 pairs), pad512 = the reference "
+        "BIG-bench Lite tasks); packed = cappy_jax (512-token rows, up to 16 pairs; packedN: up to N), pad512 = the reference "
         "recipe, dynamic = length-sorted windows padded to a multiple of 128 (hf: 64); each recipe times one pass over the "
         "same pairs after a compile pass; useful tokens/s counts pair tokens only; theirs = "
         "hf_baseline.py --suite train-real in the same command; ratio = packed pairs/s / that recipe's")
@@ -69,10 +72,22 @@ COLUMNS = (
 )
 
 
+def segments(recipe: str) -> int:
+    """Pairs a row at most: `packed` 16, `packedN` N, the padded recipes 1."""
+    if recipe == "packed":
+        return MAX_SEGMENTS
+    if recipe in RECIPES:
+        return 1
+    m = re.fullmatch(r"packed([1-9][0-9]*)", recipe)
+    if not m:
+        raise ValueError(f"unknown recipe {recipe!r}: choose from {RECIPES} or packedN (N pairs a row at most)")
+    return int(m[1])
+
+
 def batches(lengths: list[int], recipe: str, rows: int, seed: int = 0) -> list[list[list[int]]]:
     """Per step, the pair indices of each row. Pure."""
-    if recipe == "packed":
-        packed = packing.pack_lengths(lengths, MAX_LEN, MAX_SEGMENTS)
+    if recipe.startswith("packed"):
+        packed = packing.pack_lengths(lengths, MAX_LEN, segments(recipe))
         return [packed[i:i + rows] for i in range(0, len(packed), rows)]
     order = list(range(len(lengths)))
     rng = np.random.default_rng(seed)
@@ -101,10 +116,12 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None,
             attention: str | None = None, recipes: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """Yields each recipe's record as soon as it is timed (packed first: the others' ratios need it),
     and hf_baseline's right after packed's."""
-    recipes = list(recipes or RECIPES)
-    if "packed" not in recipes or set(recipes) - set(RECIPES):
-        raise ValueError(f"recipes must include packed and come from {RECIPES}, got {recipes}")
-    recipes = [r for r in RECIPES if r in recipes]
+    recipes = list(dict.fromkeys(recipes or RECIPES))
+    if "packed" not in recipes:
+        raise ValueError(f"recipes must include packed (every ratio is packed's), got {recipes}")
+    for r in recipes:
+        segments(r)  # an unknown recipe fails before anything compiles
+    recipes = ["packed", *(r for r in recipes if r != "packed")]
     mcfg = model_config(case).replace(dtype=DTYPE[case], dropout_rate=0.1, attention=attention or "auto")
     lengths = [min(n, MAX_LEN) for n in load_lengths(PAIRS[case])]
     rng = np.random.default_rng(0)
@@ -121,11 +138,11 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None,
     for recipe in recipes:
         t_recipe = time.perf_counter()
         plan = batches(lengths, recipe, rows)
-        segments = MAX_SEGMENTS if recipe == "packed" else 1
         prepared = []
         for step in plan:
-            b = packing.make_batch(ids, types_, step, max_len=width(recipe, lengths, step), max_segments=segments,
-                                   pad_id=mcfg.pad_token_id, labels=labels, num_rows=rows)
+            b = packing.make_batch(ids, types_, step, max_len=width(recipe, lengths, step),
+                                   max_segments=segments(recipe), pad_id=mcfg.pad_token_id, labels=labels,
+                                   num_rows=rows)
             b.pop("pair_index")
             prepared.append({k: jax.device_put(v[None], batch_sh) for k, v in b.items()})
         state = train.initial_state(step_config(MAX_LEN), setup)
@@ -150,7 +167,7 @@ def measure(case: str, *, steps: int, warmup: int, baseline_path: str | None,
         packed = packed or len(lengths) / pass_s
         yield {
             "case": case, "recipe": recipe, "device_kind": devices[0].device_kind, "devices": len(devices),
-            "attention": mcfg.attention_impl(),
+            "attention": mcfg.attention_impl(), "max_segments": segments(recipe),
             "pairs": len(lengths), "train_steps": len(prepared), "rows_per_step": rows, "dtype": DTYPE[case],
             "padding_percent": 100 * (1 - sum(lengths) / slots), "pass_s": pass_s,
             "pairs_per_s": len(lengths) / pass_s, "useful_tokens_per_s": sum(lengths) / pass_s,

@@ -369,16 +369,25 @@ def test_train_real_batches_cover_every_pair_once():
     from bench import train_real
 
     lengths = train_real.load_lengths(300)
-    for recipe in train_real.RECIPES:
+    for recipe in (*train_real.RECIPES, "packed8", "packed1"):
         steps = train_real.batches(lengths, recipe, 8)
         seen = sorted(i for step in steps for row in step for i in row)
         assert seen == list(range(300)), recipe
         assert all(len(step) <= 8 for step in steps)
+        most = max(len(row) for step in steps for row in step)
+        assert most <= train_real.segments(recipe) == {"packed": 16, "packed8": 8}.get(recipe, 1), recipe
+        if recipe in ("packed", "packed8"):
+            assert most > 8 if recipe == "packed" else most == 8  # the cap binds on these lengths
         for step in steps:
             w = train_real.width(recipe, lengths, step)
             assert all(sum(lengths[i] for i in row) <= w for row in step)
             if recipe == "dynamic":
                 assert w % 64 == 0 or w == train_real.MAX_LEN
+    for bad in ("packed0", "packed08", "packedx", "pad256"):
+        with pytest.raises(ValueError, match="unknown recipe"):
+            train_real.segments(bad)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        next(train_real.measure("tiny", steps=1, warmup=0, baseline_path=None, recipes=["packed", "packed0"]))
 
 
 
