@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,9 @@ from cappy_jax import model as model_lib
 from cappy_jax.tokenization import PairTokenizer
 
 log = logging.getLogger("cappy_jax.scoring")
+# A batch shape's first dispatch that takes longer is logged: roberta-large compiles for tens of seconds a
+# shape on a GPU, while the progress line stands still.
+SLOW_FIRST_DISPATCH_S = 5.0
 
 Pair = tuple[str, str]
 Progress = Callable[[int], None]  # called with the number of pairs just scored
@@ -209,6 +213,7 @@ class Scorer:
                          out_shardings=self._rows_sharding)
         self._score = jax.jit(functools.partial(model_lib.score, self.config), **shardings)
         self._embed = jax.jit(functools.partial(model_lib.mean_embeddings, self.config), **shardings)
+        self._shapes_seen: set[tuple[Callable, int, int]] = set()  # (function, rows, width) dispatched before
 
     # ----------------------------------------------------------------------------- loading
     @classmethod
@@ -313,8 +318,16 @@ class Scorer:
                                        num_rows=plan.num_rows)
             pair_index = batch.pop("pair_index")
             del batch["labels"], batch["label_mask"]
-            # Dispatch is asynchronous: the host packs the next batch while this one runs.
+            shape = (fn, plan.num_rows, plan.width)
+            t = time.perf_counter()
+            # Dispatch is asynchronous: the host packs the next batch while this one runs. A new shape's
+            # first dispatch waits for its compilation.
             in_flight.append((fn(self.params, jax.device_put(batch, self._rows_sharding)), pair_index))
+            if shape not in self._shapes_seen:
+                self._shapes_seen.add(shape)
+                if (took := time.perf_counter() - t) >= SLOW_FIRST_DISPATCH_S:
+                    log.info("compiled batch shape %d rows x %d tokens in %.1f s (once per shape and process; the "
+                             "CLIs keep compiled programs in compilation_cache_dir)", plan.num_rows, plan.width, took)
             if len(in_flight) > 2:
                 collect()
         while in_flight:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -121,3 +123,28 @@ def test_from_hf_equals_from_checkpoint(scorer, tiny_scorer_dir, tmp_path) -> No
 def test_from_hf_refuses_a_model_without_a_score_head(minilm_dir) -> None:
     with pytest.raises(ValueError, match="no trained score head"):
         Scorer.from_hf(str(minilm_dir))
+
+
+def test_a_slow_first_dispatch_of_a_batch_shape_is_logged_once(tiny_scorer_dir, monkeypatch, caplog) -> None:
+    """On a GPU each new batch shape compiles for tens of seconds while the progress line stands still."""
+    fresh = Scorer.from_checkpoint(str(tiny_scorer_dir), **TINY)
+    monkeypatch.setattr(scoring, "SLOW_FIRST_DISPATCH_S", 0.0)
+    workloads = [_pairs(120), [("Is it?", "yes")] * 3, _pairs(120)]  # the third adds no new shape
+
+    def shapes(pairs: list[tuple[str, str]]) -> set[tuple[int, int]]:
+        enc = fresh.tokenizer.encode_pairs([a for a, _ in pairs], [b for _, b in pairs], fresh.opts.max_len)
+        plans = scoring.plan_batches([len(x) for x in enc.input_ids], fresh.opts, multiple_of=len(fresh.devices))
+        return {(p.num_rows, p.width) for p in plans}
+
+    with caplog.at_level("INFO", logger="cappy_jax.scoring"):
+        for pairs in workloads:
+            fresh.score(pairs)
+    logged = [tuple(int(n) for n in m.groups()) for r in caplog.records
+              if (m := re.match(r"compiled batch shape (\d+) rows x (\d+) tokens in", r.getMessage()))]
+    expected = shapes(workloads[0]) | shapes(workloads[1])
+    assert len(expected) >= 2 and sorted(logged) == sorted(expected)  # each shape once
+    monkeypatch.setattr(scoring, "SLOW_FIRST_DISPATCH_S", 1e9)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="cappy_jax.scoring"):
+        Scorer.from_checkpoint(str(tiny_scorer_dir), **TINY).score(workloads[0])  # fast first dispatches: quiet
+    assert not [r for r in caplog.records if "compiled batch shape" in r.getMessage()]
