@@ -25,7 +25,7 @@ from bench.report import Column
 from bench.train_throughput import step_config, synthetic_batch
 from cappy_jax import model as model_lib
 from cappy_jax import sharding as sharding_lib
-from cappy_jax import train
+from cappy_jax import train, train_compile
 from configs import model as model_configs
 
 CASES = ("tiny", "large")
@@ -65,10 +65,8 @@ def estimate(setup: train.Setup, mesh: jax.sharding.Mesh, rows: int, seq_len: in
     n = rows * mesh.devices.size
     batch = {k: jax.ShapeDtypeStruct((1, n, *v.shape[2:]), v.dtype, sharding=sh)
              for k, v in synthetic_batch(1, seq_len, 8).items()}
-    compiled = setup.step_fn.lower(setup.abstract_state, batch, jax.random.key(0)).compile()
-    m = compiled.memory_analysis()
-    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
-    return {"estimate": int(total), "temp": int(m.temp_size_in_bytes)}
+    m = train_compile.memory(setup.step_fn.lower(setup.abstract_state, batch, jax.random.key(0)).compile())
+    return {"estimate": m["total"], "temp": m["temporaries"]}
 
 
 def bytes_limit(device: jax.Device) -> int | None:

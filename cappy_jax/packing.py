@@ -24,6 +24,7 @@ import numpy as np
 
 BATCH_KEYS = ("input_ids", "segment_ids", "position_ids", "token_type_ids", "cls_index",
               "labels", "label_mask", "pair_index")
+MODEL_INPUTS = BATCH_KEYS[:5]  # what the model reads (evaluation feeds only these)
 
 
 def pack_lengths(lengths: Sequence[int] | np.ndarray, max_len: int, max_segments: int,

@@ -271,6 +271,23 @@ class _Stop:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def check_batch_layout(config: Any, mesh: jax.sharding.Mesh, hosts: int) -> None:
+    """The batch sizes must split evenly over micro-batches, data-parallel devices, readers and hosts;
+    a ValueError names the knob (`train_compile` runs this for a slice before it exists)."""
+    dp = sharding_lib.data_parallel_size(mesh)
+    rows, accum = int(config.global_rows), int(config.grad_accum)
+    readers, eval_rows = int(config.data.readers), int(config.data.eval_rows)
+    if rows % (accum * dp) or rows % (accum * readers):
+        raise ValueError(f"global_rows={rows} must divide into grad_accum={accum} micro-batches whose rows "
+                         f"split over {dp} data-parallel devices and data.readers={readers} readers")
+    if readers % hosts:
+        raise ValueError(f"data.readers={readers} must be a multiple of the {hosts} hosts "
+                         f"(each host runs the same number of readers)")
+    if eval_rows % hosts or eval_rows % dp:
+        raise ValueError(f"data.eval_rows={eval_rows} must split evenly over {hosts} hosts and {dp} "
+                         f"data-parallel devices")
+
+
 def _pipelines(config: Any, mcfg: model_lib.ModelConfig, mesh: jax.sharding.Mesh):
     """This host's training and evaluation streams (TensorFlow is imported only here)."""
     from cappy_jax.data import pipeline, shards
@@ -289,13 +306,8 @@ def _pipelines(config: Any, mcfg: model_lib.ModelConfig, mesh: jax.sharding.Mesh
         raise ValueError(f"the shards' tokenizer has {tok.vocab_size} tokens, the model's vocabulary "
                          f"{mcfg.vocab_size}: use a model config that matches the data's tokenizer")
     hosts, index = jax.process_count(), jax.process_index()
-    dp = sharding_lib.data_parallel_size(mesh)
-    rows = int(config.global_rows)
-    accum = int(config.grad_accum)
-    readers = int(data.readers)
-    if rows % (accum * dp) or rows % (accum * readers):
-        raise ValueError(f"global_rows={rows} must divide into grad_accum={accum} micro-batches whose rows "
-                         f"split over {dp} data-parallel devices and data.readers={readers} readers")
+    check_batch_layout(config, mesh, hosts)
+    rows, accum, readers = int(config.global_rows), int(config.grad_accum), int(data.readers)
     mine = pipeline.host_readers(readers, index, hosts)
     train = pipeline.ReaderGroup(shards.shard_files(data.dir, data.train_split), mine, readers,
                                  pipeline.PipelineConfig(
@@ -305,8 +317,6 @@ def _pipelines(config: Any, mcfg: model_lib.ModelConfig, mesh: jax.sharding.Mesh
     all_eval_files = shards.shard_files(data.dir, data.eval_split)
     # With fewer eval files than hosts some hosts score none and feed empty rows (see `evaluate`).
     eval_files = pipeline.host_files(all_eval_files, index, hosts, allow_empty=True)
-    if int(data.eval_rows) % hosts:
-        raise ValueError(f"data.eval_rows={data.eval_rows} must split evenly over {hosts} hosts")
     eval_rows = int(data.eval_rows) // hosts
     empty = packing.make_batch([], [], [], max_len=data.max_len, max_segments=data.max_segments,
                                pad_id=tok.pad_token_id, num_rows=eval_rows)
@@ -349,8 +359,7 @@ def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: tuple[l
             break
         if batch is None:  # this host is done, others are not: empty rows keep the collectives in step
             batch = empty
-        model_batch = {k: batch[k] for k in ("input_ids", "segment_ids", "position_ids", "token_type_ids",
-                                                "cls_index")}
+        model_batch = {k: batch[k] for k in packing.MODEL_INPUTS}
         out = setup.eval_fn(params, sharding_lib.global_batch(model_batch, mesh))
         # This host's rows, in its local order: its addressable shards sorted by their row offset.
         parts = sorted(out.addressable_shards, key=lambda sh: sh.index[0].start or 0)

@@ -1,0 +1,245 @@
+"""`python -m cappy_jax.train_compile`: compile a training config's step for a slice you do not have.
+
+    python -m cappy_jax.train_compile --config configs/pretrain.py:large --topology v4-32
+    python -m cappy_jax.train_compile --config configs/pretrain.py:large --topology v5e-16 \
+        --config.mesh.data=4 --config.mesh.fsdp=4 --config.model.remat=True
+    python -m cappy_jax.train_compile --config configs/pretrain.py:tiny --topology cpu:8
+
+Builds the train step exactly as `python -m cappy_jax.train` does (`train.build`: state shardings from
+`eval_shape`, the config's mesh and logical rules, donation, gradient accumulation), and the eval
+step, over the target's devices, and compiles both from shapes alone: nothing is allocated. A mesh
+that does not divide the slice, batch sizes that do not split over its hosts and devices, or a step
+that does not fit a chip's memory fail here, on a laptop, instead of after the slice is
+provisioned and the data is read (roberta-large: about two minutes on 2 cores). The TPU compiler
+refuses a program larger than a chip's HBM, so a TPU target that compiles fits (the whole step, its
+temporaries included). TPU targets need libtpu, the compiler (no TPU): `pip install 'jax[tpu]'`;
+off a TPU VM it prints warnings that it cannot find one, harmless here. `cpu:N` compiles for N host
+devices (layout checks; no memory limit). Prints per-device memory and FLOPs per step; `--output`
+writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from cappy_jax import packing, train
+from cappy_jax import sharding as sharding_lib
+
+GIB = 2 ** 30
+# TPU generations: topology-name prefix, axes of the chip grid, chip configuration. v4 and v5p name a
+# slice by its TensorCores (two per chip, one megacore device), v5e and v6e by their chips.
+TPU_FAMILIES = {"v4": ("v4", 3, "megacore"), "v5p": ("v5", 3, "megacore"),
+                "v5e": ("v5e", 2, "default"), "v6e": ("v6e", 2, "default")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The devices a step is compiled for, and the hosts they belong to."""
+
+    name: str
+    platform: str
+    devices: list
+    hosts: int
+
+
+def chip_grid(chips: int, axes: int) -> tuple[int, ...]:
+    """The slice's chip grid as Cloud TPU lays it out (v4-128: 4x4x4, v5e-32: 4x8). Pure.
+
+    From 2x2(x1), each doubling doubles the smallest side, the last such side first.
+    """
+    if chips < 1 or chips & (chips - 1):
+        raise ValueError(f"a TPU slice has a power-of-two number of chips, not {chips}")
+    if chips == 1:
+        return (1,) * axes
+    grid = [2, 2] + [1] * (axes - 2) if chips >= 4 else [chips] + [1] * (axes - 1)
+    while int(np.prod(grid)) < chips:
+        low = min(grid)
+        i = max(j for j, n in enumerate(grid) if n == low)
+        grid[i] *= 2
+    return tuple(grid)
+
+
+def tpu_topology(name: str) -> dict[str, Any]:
+    """`get_topology_desc`'s arguments for a slice name such as v4-32, v5p-8, v5e-16 or v6e-256. Pure."""
+    family, _, size = name.partition("-")
+    if family not in TPU_FAMILIES or not size.isdigit():
+        raise ValueError(f"unknown TPU slice {name!r}: use NAME-SIZE with NAME in {sorted(TPU_FAMILIES)} "
+                         f"(e.g. v4-32, v5e-16), or cpu:N")
+    prefix, axes, chip_config = TPU_FAMILIES[family]
+    chips = int(size) // 2 if chip_config == "megacore" else int(size)
+    grid = chip_grid(chips, axes)
+    # Chips a host holds: four (2x2) on v4/v5p and on multi-host v5e/v6e slices; single-host v5e/v6e
+    # slices hold all of theirs.
+    host = (2, 2, 1) if axes == 3 or chips >= 16 else (*grid, 1)
+    return dict(platform="tpu", topology_name=f"{prefix}:{'x'.join(map(str, grid))}",
+                chip_config_name=chip_config, chips_per_host_bounds=host, num_slices=1)
+
+
+def target(name: str) -> Target:
+    """`cpu` / `cpu:N` (this host's devices) or a TPU slice name, compiled for without the hardware."""
+    if name == "cpu" or name.startswith("cpu:"):
+        want = int(name.partition(":")[2] or 0)
+        devices = jax.devices("cpu")
+        if want > len(devices):
+            raise ValueError(f"{name} needs {want} CPU devices but this process has {len(devices)}: start it with "
+                             f"XLA_FLAGS=--xla_force_host_platform_device_count={want} (the CLI does this itself)")
+        return Target(name, "cpu", devices[:want or len(devices)], 1)
+    args = tpu_topology(name)
+    from jax.experimental import topologies
+
+    try:
+        devices = list(topologies.get_topology_desc(**args).devices)
+    except Exception as e:  # libtpu missing or too old: jax says so in its own words
+        raise RuntimeError(f"cannot describe {name} ({args['topology_name']}): compiling for a TPU needs libtpu "
+                           f"(pip install 'jax[tpu]'). {type(e).__name__}: {e}") from e
+    return Target(name, "tpu", devices, len({d.process_index for d in devices}))
+
+
+def memory(compiled: Any) -> dict[str, int]:
+    """XLA's memory analysis of a compiled program, per device: what it holds at its peak."""
+    m = compiled.memory_analysis()
+    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    return {"total": int(total), "arguments": int(m.argument_size_in_bytes), "temporaries": int(m.temp_size_in_bytes),
+            "outputs": int(m.output_size_in_bytes), "aliased": int(m.alias_size_in_bytes)}
+
+
+def per_device_bytes(tree: Any) -> int:
+    """Bytes one device holds of a tree of sharded abstract arrays (the fullest shard)."""
+    return sum(int(np.prod(x.sharding.shard_shape(x.shape))) * np.dtype(x.dtype).itemsize
+               for x in jax.tree.leaves(tree))
+
+
+def abstract_batches(config: Any, mesh: jax.sharding.Mesh) -> tuple[dict, dict]:
+    """Shapes of a training batch `[grad_accum, rows, ...]` and an eval batch, in the packed format."""
+    data = config.data
+    template = packing.make_batch([], [], [], max_len=int(data.max_len), max_segments=int(data.max_segments),
+                                  pad_id=0, num_rows=1)
+    accum = int(config.grad_accum)
+    rows = int(config.global_rows) // accum
+    train_sh, eval_sh = sharding_lib.accum_batch_sharding(mesh), sharding_lib.batch_sharding(mesh)
+    train_batch = {k: jax.ShapeDtypeStruct((accum, rows, *v.shape[1:]), v.dtype, sharding=train_sh)
+                   for k, v in template.items() if k != "pair_index"}
+    eval_batch = {k: jax.ShapeDtypeStruct((int(data.eval_rows), *template[k].shape[1:]), template[k].dtype,
+                                          sharding=eval_sh)
+                  for k in packing.MODEL_INPUTS}
+    return train_batch, eval_batch
+
+
+def compile_for(config: Any, where: Target) -> dict[str, Any]:
+    """Compiles the train and eval steps of `config` for `where`; the report `main` prints. Raises
+    ValueError for a layout that does not fit the target, RuntimeError for a step over a chip's memory."""
+    mesh = sharding_lib.make_mesh(dict(config.mesh), devices=where.devices)
+    train.check_batch_layout(config, mesh, where.hosts)
+    mcfg = train.model_config(config)
+    setup = train.build(config, mesh, mcfg)
+    train_batch, eval_batch = abstract_batches(config, mesh)
+    t = time.perf_counter()
+    try:
+        step = setup.step_fn.lower(setup.abstract_state, train_batch, jax.random.key(0)).compile()
+        evaluate = setup.eval_fn.lower(setup.abstract_state.params, eval_batch).compile()
+    except Exception as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        raise RuntimeError(f"the step does not fit a {where.devices[0].device_kind} device: {str(e).strip()} "
+                           "Lower the rows per device (global_rows, or raise grad_accum), recompute activations "
+                           "(--config.model.remat=True), or shard parameters and optimizer state over more "
+                           "devices (--config.mesh.fsdp=N)") from None
+    compile_s = time.perf_counter() - t
+    cost = step.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return {
+        "target": where.name, "platform": where.platform, "device_kind": where.devices[0].device_kind,
+        "devices": len(where.devices), "hosts": where.hosts, "mesh": dict(mesh.shape),
+        "model": {"layers": mcfg.num_layers, "hidden": mcfg.hidden_size, "dtype": mcfg.dtype,
+                  "remat": mcfg.remat, "scan_layers": mcfg.scan_layers, "attention": mcfg.attention},
+        "global_rows": int(config.global_rows), "grad_accum": int(config.grad_accum),
+        "max_len": int(config.data.max_len),
+        "rows_per_device": int(config.global_rows) // sharding_lib.data_parallel_size(mesh),
+        "state_bytes": per_device_bytes(setup.abstract_state), "train_step": memory(step),
+        "eval_step": memory(evaluate), "flops_per_step": float((cost or {}).get("flops", 0.0)),
+        "compile_s": compile_s,
+    }
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The report as a few lines a person reads."""
+    gib = lambda n: f"{n / GIB:.2f} GiB"
+    step = report["train_step"]
+    return "\n".join([
+        f"{report['target']}: {report['devices']} x {report['device_kind']} on {report['hosts']} host(s), "
+        f"mesh {report['mesh']}",
+        f"model: {report['model']['layers']} layers x {report['model']['hidden']}, {report['model']['dtype']}, "
+        f"remat={report['model']['remat']}, scan_layers={report['model']['scan_layers']}, "
+        f"attention={report['model']['attention']}",
+        f"batch: {report['global_rows']} rows x {report['max_len']} tokens per update, "
+        f"{report['rows_per_device']} rows per device"
+        + (f" in {report['grad_accum']} micro-batches" if report["grad_accum"] > 1 else ""),
+        f"train step per device: {gib(step['total'])} at its peak = {gib(step['arguments'])} arguments "
+        f"(parameters + optimizer state {gib(report['state_bytes'])}, and the batch) + "
+        f"{gib(step['temporaries'])} temporaries + {gib(step['outputs'])} outputs - "
+        f"{gib(step['aliased'])} donated",
+        f"eval step per device: {gib(report['eval_step']['total'])}",
+        f"compiled both in {report['compile_s']:.1f} s; XLA counts {report['flops_per_step'] / 1e12:.2f} TFLOP "
+        f"per step per device" + (" (a loop's body once: one micro-batch and the update)"
+                                  if report["grad_accum"] > 1 else ""),
+    ])
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+
+    from cappy_jax.cli import quiet_logging
+
+    del argv
+    quiet_logging()
+    f = flags.FLAGS
+    try:
+        report = compile_for(f.config, target(f.topology))
+    except (ValueError, RuntimeError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(summary(report), flush=True)
+    if f.output:
+        with open(f.output, "w") as out:
+            json.dump(report, out, indent=1)
+        print(f"wrote {f.output}")
+
+
+def run() -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "A training config, e.g. configs/pretrain.py:large.",
+                                    lock_config=True)
+    flags.DEFINE_string("topology", None, "What to compile for: a TPU slice (v4-8 .. v4-4096, v5p-N, v5e-N, "
+                        "v6e-N; needs libtpu) or cpu:N (N host devices).")
+    flags.DEFINE_string("output", "", "Also write the report here, as JSON.")
+    flags.mark_flags_as_required(["config", "topology"])
+    # Compiling for a target needs no local accelerator, and must not take the TPU of a VM that is training.
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # cpu:N needs N host devices before JAX starts its CPU backend, which no flag parsing does.
+    n = _flag_value(sys.argv, "--topology").partition("cpu:")[2]
+    if n.isdigit() and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+    app.run(main)
+
+
+def _flag_value(argv: list[str], name: str) -> str:
+    """`--name=value` or `--name value` from a command line, before absl parses it; "" if absent."""
+    for i, a in enumerate(argv):
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+    return ""
+
+
+if __name__ == "__main__":
+    run()

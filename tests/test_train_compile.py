@@ -1,0 +1,135 @@
+"""The train-compile check: a config's step compiled for a slice that is not here (TPU via libtpu), or
+for this host's devices, with layout errors and a step over a chip's memory caught before any run."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from cappy_jax import train_compile
+from configs import pretrain
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _config(**changes):
+    config = pretrain.get_config("tiny")
+    config.unlock()
+    for key, value in changes.items():
+        node = config
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return config
+
+
+def test_slice_names_give_cloud_tpu_layouts() -> None:
+    expected = {"v4-8": "v4:2x2x1", "v4-16": "v4:2x2x2", "v4-32": "v4:2x2x4", "v4-64": "v4:2x4x4",
+                "v4-128": "v4:4x4x4", "v4-512": "v4:4x8x8", "v4-4096": "v4:8x16x16", "v5p-8": "v5:2x2x1",
+                "v5e-1": "v5e:1x1", "v5e-8": "v5e:2x4", "v5e-16": "v5e:4x4", "v5e-128": "v5e:8x16",
+                "v6e-256": "v6e:16x16"}
+    for name, topology in expected.items():
+        args = train_compile.tpu_topology(name)
+        assert args["topology_name"] == topology, name
+        assert args["chip_config_name"] == ("megacore" if name[:3] in ("v4-", "v5p") else "default")
+    assert train_compile.tpu_topology("v5e-8")["chips_per_host_bounds"] == (2, 4, 1)  # one host, 8 chips
+    assert train_compile.tpu_topology("v5e-16")["chips_per_host_bounds"] == (2, 2, 1)  # four hosts
+    for bad in ("v3-8", "v4", "v4-x", "tpu"):
+        with pytest.raises(ValueError, match="unknown TPU slice"):
+            train_compile.tpu_topology(bad)
+    with pytest.raises(ValueError, match="power-of-two"):
+        train_compile.tpu_topology("v5e-12")
+
+
+def test_flag_value_reads_both_spellings() -> None:
+    assert train_compile._flag_value(["x", "--topology=cpu:4"], "--topology") == "cpu:4"
+    assert train_compile._flag_value(["x", "--topology", "v4-8"], "--topology") == "v4-8"
+    assert train_compile._flag_value(["x", "--topologyx=1"], "--topology") == ""
+
+
+def test_compiles_for_host_devices_and_fsdp_shards_the_state() -> None:
+    data_parallel = train_compile.compile_for(_config(), train_compile.target("cpu:8"))
+    assert data_parallel["devices"] == 8 and data_parallel["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert data_parallel["rows_per_device"] == 1 and data_parallel["platform"] == "cpu"
+    step = data_parallel["train_step"]
+    assert step["arguments"] >= data_parallel["state_bytes"] > 0 and step["total"] > step["arguments"] - step["aliased"]
+    assert data_parallel["eval_step"]["total"] > 0 and data_parallel["flops_per_step"] > 0
+    fsdp = train_compile.compile_for(_config(**{"mesh.data": 2, "mesh.fsdp": 4}), train_compile.target("cpu:8"))
+    assert fsdp["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1} and fsdp["rows_per_device"] == 1  # rows split 8 ways too
+    assert fsdp["state_bytes"] < 0.6 * data_parallel["state_bytes"]  # parameters and Adam moments split 4 ways
+    assert "8 x cpu on 1 host(s)" in train_compile.summary(data_parallel)
+
+
+def test_layouts_that_cannot_split_are_named_before_compiling() -> None:
+    cpu8 = train_compile.target("cpu:8")
+    with pytest.raises(ValueError, match="global_rows=12"):
+        train_compile.compile_for(_config(global_rows=12), cpu8)
+    with pytest.raises(ValueError, match=r"data.eval_rows=4 must split evenly over 1 hosts and 8"):
+        train_compile.compile_for(_config(**{"data.eval_rows": 4}), cpu8)
+    with pytest.raises(ValueError, match="mesh"):
+        train_compile.compile_for(_config(**{"mesh.data": 3}), cpu8)
+    with pytest.raises(ValueError, match="needs 64 CPU devices but this process has 8"):
+        train_compile.target("cpu:64")
+
+
+def test_cli_gives_itself_the_host_devices_it_compiles_for(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    out = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-m", "cappy_jax.train_compile", "--config", "configs/pretrain.py:tiny",
+                           "--topology", "cpu:4", "--output", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["devices"] == 4 and report["rows_per_device"] == 2
+    assert "train step per device" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def tpu_python(tmp_path_factory) -> str:
+    """A Python that sees this environment plus libtpu (the TPU compiler; no TPU needed), in the version this
+    jax asks for: installed into a throwaway venv, so libtpu stays out of the environment the other tests use."""
+    spec = next(r.split(";")[0].strip() for r in importlib.metadata.requires("jax") or ()
+                if r.startswith("libtpu") and "tpu" in r.split(";", 1)[-1])
+    venv = tmp_path_factory.mktemp("tpu") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", spec], check=True, timeout=900)
+    return python
+
+
+def _compile_on(python: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return subprocess.run([python, "-m", "cappy_jax.train_compile", "--config", "configs/pretrain.py:tiny", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_compiles_for_a_tpu_slice_that_is_not_here(tpu_python, tmp_path) -> None:
+    out = tmp_path / "v4-16.json"
+    proc = _compile_on(tpu_python, "--topology", "v4-16", "--output", str(out))
+    assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["platform"] == "tpu" and report["device_kind"] == "TPU v4"
+    assert report["devices"] == 8 and report["hosts"] == 2 and report["mesh"]["data"] == 8
+    assert 0 < report["state_bytes"] <= report["train_step"]["arguments"]
+
+
+def test_a_step_over_a_chips_memory_fails_with_what_to_change(tpu_python) -> None:
+    # 65,536 rows of 128 tokens per v5e chip: about 43 GiB of temporaries for 16 GiB of HBM (a quarter of
+    # that, 14 GiB, compiles).
+    proc = _compile_on(tpu_python, "--topology", "v5e-4", "--config.global_rows=262144")
+    assert proc.returncode == 1
+    assert "the step does not fit a TPU v5 lite device" in proc.stderr and "RESOURCE_EXHAUSTED" in proc.stderr
+    assert "--config.model.remat=True" in proc.stderr
+
+
+def test_a_slice_with_more_hosts_than_readers_is_refused(tpu_python) -> None:
+    proc = _compile_on(tpu_python, "--topology", "v4-32", "--config.global_rows=32",  # 16 devices on 4 hosts
+                       "--config.data.eval_rows=32", "--config.data.readers=2")
+    assert proc.returncode == 1 and "data.readers=2 must be a multiple of the 4 hosts" in proc.stderr
