@@ -1,6 +1,6 @@
 """Suite `memory`: peak memory of the training step at several batch sizes, with and without remat.
 
-    python -m bench.run --suite memory [--cases tiny,large] [--topology v4-8]
+    python -m bench.run --suite memory [--cases tiny,large]
 
 For each batch size (rows of 512 tokens per device) and `remat` off/on, the real train step
 (`train.build`, as `train-shape` runs it) is compiled from abstract shapes and XLA's memory
@@ -9,20 +9,17 @@ outputs + temporaries - donated aliases (the four compile at once, in threads). 
 accelerator the step also runs once and the device's own `peak_bytes_in_use` is reported. A row `largest` per remat setting gives the biggest
 batch whose estimate fits the device's `bytes_limit` (the straight line through the two measured
 sizes, checked by compiling it and one row more; doubling and bisection where the line misses).
-A CPU has no limit: no `largest` rows there. With `--topology` (a TPU slice, through libtpu:
-`cappy_jax.train_compile`) the step is compiled for that slice's chips instead and nothing runs: the
-TPU compiler refuses a program over a chip's HBM, so a batch fits when it compiles, and `largest` is
-found by compiling. Needs neither TensorFlow nor ml_collections.
+A CPU has no limit: no `largest` rows there. Needs neither TensorFlow nor ml_collections.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import jax
+import numpy as np
 
 from bench.report import Column
 from bench.train_throughput import step_config, synthetic_batch
@@ -42,14 +39,11 @@ GIB = 2 ** 30
 NOTE = ("per device; estimate = XLA memory analysis of the compiled train step (arguments + outputs + "
         "temporaries - donated aliases); measured = the device's peak_bytes_in_use after one step "
         "(accelerators only); rows `largest` = the biggest rows per device whose estimate fits bytes_limit "
-        "(accelerators only); target `compiled for SLICE` = compiled for that TPU slice's chips through libtpu on "
-        "this machine, not run: a batch fits when the TPU compiler accepts it (it refuses one over a chip's HBM), "
-        "`does not fit` when it refuses")
+        "(accelerators only)")
 
 COLUMNS = (
     Column("case", "case"),
     Column("device", "device_kind"),
-    Column("target", "target"),
     Column("batch", "batch"),
     Column("rows/device", "rows_per_device", "d"),
     Column("tokens/row", "seq_len", "d"),
@@ -65,37 +59,14 @@ def _model(case: str, remat: bool, attention: str | None = None) -> model_lib.Mo
                                                 dropout_rate=0.1, attention=attention or "auto"))
 
 
-class DoesNotFit(Exception):
-    """The compiler refused the step for want of memory (a TPU's does, over a chip's HBM)."""
-
-    def hbm_bytes(self) -> int | None:
-        """The chip's usable HBM, as the TPU compiler's message states it ("available HBM (30.75G)")."""
-        m = re.search(r"available HBM \(([\d.]+)G\)", str(self))
-        return int(float(m.group(1)) * GIB) if m else None
-
-
 def estimate(setup: train.Setup, mesh: jax.sharding.Mesh, rows: int, seq_len: int) -> dict[str, int]:
     """XLA's memory analysis of the step at `rows` rows per device, from shapes only (nothing allocated)."""
     sh = sharding_lib.accum_batch_sharding(mesh)
     n = rows * mesh.devices.size
     batch = {k: jax.ShapeDtypeStruct((1, n, *v.shape[2:]), v.dtype, sharding=sh)
              for k, v in synthetic_batch(1, seq_len, 8).items()}
-    try:
-        compiled = setup.step_fn.lower(setup.abstract_state, batch, jax.random.key(0)).compile()
-    except Exception as e:
-        if "RESOURCE_EXHAUSTED" in str(e):
-            raise DoesNotFit(str(e)) from None
-        raise
-    m = train_compile.memory(compiled)
+    m = train_compile.memory(setup.step_fn.lower(setup.abstract_state, batch, jax.random.key(0)).compile())
     return {"estimate": m["total"], "temp": m["temporaries"]}
-
-
-def _estimate_or_refusal(setup: train.Setup, mesh: jax.sharding.Mesh, rows: int,
-                         seq_len: int) -> dict[str, int] | DoesNotFit:
-    try:
-        return estimate(setup, mesh, rows, seq_len)
-    except DoesNotFit as e:
-        return e
 
 
 def bytes_limit(device: jax.Device) -> int | None:
@@ -103,17 +74,15 @@ def bytes_limit(device: jax.Device) -> int | None:
     return (device.memory_stats() or {}).get("bytes_limit")
 
 
-def largest_fitting(fits: Any, start: int, guess: int | None = None, known: int = 0,
-                    refused: int | None = None) -> int:
-    """Biggest n >= 1 with fits(n), for a monotone `fits`; `known` is a size known to fit, `refused` one
-    known not to. Pure.
+def largest_fitting(fits: Any, start: int, guess: int | None = None, known: int = 0) -> int:
+    """Biggest n >= 1 with fits(n), for a monotone `fits`; `known` is a size known to fit. Pure.
 
     Each probe is a compilation (tens of seconds for roberta-large), so a `guess` (the linear
     fit of two measured sizes) is tried first with its neighbour: two probes when it is right.
     Otherwise doubling from `start`, then bisection.
     """
-    lo, hi = known, refused  # fits(lo) (or lo == 0); fits(hi) is false
-    if guess is not None and guess >= max(lo, 1) and (hi is None or guess < hi):
+    lo, hi = known, None  # fits(lo) (or lo == 0); fits(hi) is false
+    if guess is not None and guess >= max(lo, 1):
         if guess == lo or fits(guess):
             if not fits(guess + 1):
                 return guess
@@ -140,17 +109,12 @@ def linear_guess(sizes: dict[int, int], limit: int) -> int | None:
     return max(1, int((limit - ea) / per_row) + a)
 
 
-def measure(case: str, attention: str | None = None, topology: str | None = None) -> Iterator[dict[str, Any]]:
-    """Yields the fixed batches' records, then (on an accelerator, or compiling for a TPU slice) one `largest`
-    record per remat setting: each search is several compilations, so what came before is written even if the
-    search is cut short."""
-    where = train_compile.target(topology) if topology else None
-    if where is not None and where.platform != "tpu":
-        raise ValueError(f"--topology compiles for a TPU slice; {topology!r} is this host (drop --topology)")
-    devices = where.devices if where else jax.local_devices()
-    target = f"compiled for {topology}" if where else "run here"
+def measure(case: str, attention: str | None = None) -> Iterator[dict[str, Any]]:
+    """Yields the fixed batches' records, then (on an accelerator) one `largest` record per remat setting:
+    each search is several compilations, so what came before is written even if the search is cut short."""
+    devices = jax.local_devices()
     mesh = sharding_lib.make_mesh({"data": -1}, devices=devices)
-    limit = None if where else bytes_limit(devices[0])
+    limit = bytes_limit(devices[0])
     seq_len = SEQ_LEN[case]
     setups = {}
     for remat in (False, True):
@@ -159,16 +123,10 @@ def measure(case: str, attention: str | None = None, topology: str | None = None
     jobs = [(remat, rows) for remat in setups for rows in BATCHES]
     # Compilations are independent and mostly host work: all at once (each is tens of seconds on a GPU).
     with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
-        estimates = list(pool.map(lambda job: _estimate_or_refusal(setups[job[0]], mesh, job[1], seq_len), jobs))
-    refusals = [e for e in estimates if isinstance(e, DoesNotFit)]
-    if refusals and where is None:
-        raise refusals[0]
-    if where is not None:  # a TPU compiler's refusal states the chip's usable HBM: the line's target
-        limit = next((e.hbm_bytes() for e in refusals if e.hbm_bytes()), None)
-    records = [_record(case, devices, setups[remat].model.config, rows, seq_len,
-                       None if isinstance(est, DoesNotFit) else est, batch=str(rows), target=target)
+        estimates = list(pool.map(lambda job: estimate(setups[job[0]], mesh, job[1], seq_len), jobs))
+    records = [_record(case, devices, setups[remat].model.config, rows, seq_len, est, batch=str(rows))
                for (remat, rows), est in zip(jobs, estimates)]
-    if limit and where is None:
+    if limit:
         # The device's peak only grows, so run the smallest first: each step that raises it gives its own peak;
         # one that does not (its peak is under an earlier one's) is left unmeasured rather than misreported.
         for r in sorted(records, key=lambda r: r["estimate"]):
@@ -185,54 +143,33 @@ def measure(case: str, attention: str | None = None, topology: str | None = None
             after = (devices[0].memory_stats() or {}).get("peak_bytes_in_use", 0)
             r["measured_gib"] = after / GIB if after > before else None
             del state, batch, out
-    if where is None and not all(r["estimate"] for r in records):
+    if not all(np.isfinite(r["estimate_gib"]) and r["estimate_gib"] > 0 for r in records):
         raise RuntimeError(f"{case}: memory analysis gave no size")
     yield from records
-    if not limit and where is None:
+    if not limit:
         return
-
-    # Each probe is a compilation: once per size, the fixed sizes' included.
-    seen: dict[tuple[bool, int], dict[str, int] | DoesNotFit] = dict(zip(jobs, estimates))
-
-    def probe(setup: train.Setup, n: int) -> dict[str, int] | DoesNotFit:
-        key = (setup.model.config.remat, n)
-        if key not in seen:
-            seen[key] = _estimate_or_refusal(setup, mesh, n, seq_len)
-        return seen[key]
-
-    def fits(setup: train.Setup, n: int) -> bool:
-        """Compiling for a TPU, the compiler judges (it refuses what would not fit); here, the device's limit."""
-        e = probe(setup, n)
-        return not isinstance(e, DoesNotFit) and (where is not None or e["estimate"] < limit)
-
     for remat, setup in setups.items():
-        mine = [r for r in records if r["remat"] == remat]
-        sizes = {r["rows_per_device"]: r["estimate"] for r in mine if r["estimate"]}
-        fitting = [n for n, e in sizes.items() if where is not None or e < limit]  # compiled for a TPU: fits
-        largest = largest_fitting(lambda n: fits(setup, n), BATCHES[-1],
-                                  guess=linear_guess(sizes, limit) if limit and len(sizes) >= 2 else None,
-                                  known=max(fitting, default=0),
-                                  refused=min((r["rows_per_device"] for r in mine if not r["estimate"]), default=None))
+        sizes = {r["rows_per_device"]: r["estimate"] for r in records if r["remat"] == remat}
+        largest = largest_fitting(lambda n: estimate(setup, mesh, n, seq_len)["estimate"] < limit, BATCHES[-1],
+                                  guess=linear_guess(sizes, limit),
+                                  known=max((n for n, e in sizes.items() if e < limit), default=0))
         if largest:
-            yield _record(case, devices, setup.model.config, largest, seq_len, probe(setup, largest),
-                          batch="largest", target=target)
+            yield _record(case, devices, setup.model.config, largest, seq_len,
+                          estimate(setup, mesh, largest, seq_len), batch="largest")
 
 
 def _record(case: str, devices: list, mcfg: model_lib.ModelConfig, rows: int, seq_len: int,
-            est: dict[str, int] | None, *, batch: str, target: str) -> dict[str, Any]:
-    """One row; `est` None: the compiler refused the batch for want of memory."""
-    return {"case": case, "device_kind": devices[0].device_kind, "devices": len(devices), "target": target,
-            "fits": est is not None,
-            "batch": batch, "rows_per_device": rows, "seq_len": seq_len, "remat": mcfg.remat, "dtype": DTYPE[case],
-            "attention": mcfg.attention_impl(), "estimate": est and est["estimate"],
-            "estimate_gib": est["estimate"] / GIB if est else "does not fit",
-            "temp_gib": est["temp"] / GIB if est else None, "measured_gib": None}
+            est: dict[str, int], *, batch: str) -> dict[str, Any]:
+    return {"case": case, "device_kind": devices[0].device_kind, "devices": len(devices), "batch": batch,
+            "rows_per_device": rows, "seq_len": seq_len, "remat": mcfg.remat, "dtype": DTYPE[case],
+            "attention": mcfg.attention_impl(), "estimate": est["estimate"], "estimate_gib": est["estimate"] / GIB,
+            "temp_gib": est["temp"] / GIB, "measured_gib": None}
 
 
 def run(*, steps: int | None = None, warmup: int | None = None, cases: list[str] | None = None,
-        attention: str | None = None, topology: str | None = None) -> Iterator[dict]:
+        attention: str | None = None) -> Iterator[dict]:
     del steps, warmup  # compiled, not timed
     if cases is None:
-        cases = ["tiny"] if jax.default_backend() == "cpu" and not topology else list(CASES)
+        cases = ["tiny"] if jax.default_backend() == "cpu" else list(CASES)
     for c in cases:
-        yield from measure(c, attention, topology)
+        yield from measure(c, attention)

@@ -1,8 +1,7 @@
 """The one benchmark entry point.
 
     python -m bench.run --suite encoder-cpu [--steps N] [--warmup N] [--cases a,b] [--baseline HF_BASELINE]
-                        [--attention auto|xla|cudnn|cudnn-ragged] [--recipes R] [--topology SLICE]
-                        [--output bench/results.jsonl]
+                        [--attention auto|xla|cudnn|cudnn-ragged] [--output bench/results.jsonl]
                         [--markdown BENCHMARKS.md | --no-markdown]
 
 Appends one JSON line per measurement to `--output` and a dated table, naming
@@ -85,10 +84,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--attention", default=None, choices=ATTENTION_IMPLS,
                         help="attention kernel of the model suites (default: the model config's, auto)")
     parser.add_argument("--recipes", default=None,
-                        help="train-real: comma-separated subset of packed,pad512,dynamic, or packedN "
-                             "(N pairs a row at most; default: packed,pad512,dynamic)")
-    parser.add_argument("--topology", default=None,
-                        help="memory: compile for this TPU slice (e.g. v4-8; needs libtpu) instead of running here")
+                        help="train-real: comma-separated subset of packed,pad512,dynamic (default: all)")
     parser.add_argument("--output", type=pathlib.Path, default=REPO / "bench" / "results.jsonl",
                         help="JSON-lines file to append to")
     parser.add_argument("--markdown", type=pathlib.Path, default=REPO / "BENCHMARKS.md",
@@ -120,7 +116,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "baseline": (args.baseline and str(pathlib.Path(args.baseline).resolve()), "has no baseline to compare with"),
         "recipes": (args.recipes and [r for r in args.recipes.split(",") if r], "has no recipes"),
         "attention": (args.attention, "runs no model"),
-        "topology": (args.topology, "runs on this machine's devices only"),
     }
     accepted = inspect.signature(module.run).parameters
     kwargs = {}
