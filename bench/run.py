@@ -1,7 +1,7 @@
 """The one benchmark entry point.
 
     python -m bench.run --suite encoder-cpu [--steps N] [--warmup N] [--cases a,b] [--baseline HF_BASELINE]
-                        [--attention auto|xla|cudnn|cudnn-ragged] [--output bench/results.jsonl]
+                        [--attention auto|xla|cudnn|cudnn-ragged] [--recipes R] [--output bench/results.jsonl]
                         [--markdown BENCHMARKS.md | --no-markdown]
 
 Appends one JSON line per measurement to `--output` and a dated table, naming
@@ -84,7 +84,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--attention", default=None, choices=ATTENTION_IMPLS,
                         help="attention kernel of the model suites (default: the model config's, auto)")
     parser.add_argument("--recipes", default=None,
-                        help="train-real: comma-separated subset of packed,pad512,dynamic (default: all)")
+                        help="train-real: comma-separated subset of packed,pad512,dynamic, or packedN "
+                             "(N pairs a row at most; default: packed,pad512,dynamic)")
     parser.add_argument("--output", type=pathlib.Path, default=REPO / "bench" / "results.jsonl",
                         help="JSON-lines file to append to")
     parser.add_argument("--markdown", type=pathlib.Path, default=REPO / "BENCHMARKS.md",

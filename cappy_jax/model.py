@@ -124,9 +124,14 @@ class ModelConfig:
         return self.max_position_embeddings - self.position_offset
 
     def compute_dtype(self) -> jnp.dtype:
-        if self.dtype == "auto":
-            return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-        return jnp.dtype(self.dtype)
+        return jnp.dtype(self.for_platform(jax.default_backend()).dtype)
+
+    def for_platform(self, platform: str) -> ModelConfig:
+        """`dtype='auto'` resolved as it is on `platform` (float32 on a CPU, bfloat16 on accelerators), and
+        off a GPU `attention='auto'` too (XLA's): for compiling on one machine for another (`train_compile`)."""
+        dtype = self.dtype if self.dtype != "auto" else ("float32" if platform == "cpu" else "bfloat16")
+        attention = self.attention if self.attention != "auto" or platform == "gpu" else "xla"
+        return self.replace(dtype=dtype, attention=attention)
 
     def attention_impl(self) -> str:
         """`auto`: cuDNN's fused kernel where it runs (a GPU, 16-bit compute, head size a multiple of 8

@@ -10,7 +10,8 @@ Builds the train step exactly as `python -m cappy_jax.train` does (`train.build`
 step, over the target's devices, and compiles both from shapes alone: nothing is allocated. A mesh
 that does not divide the slice, batch sizes that do not split over its hosts and devices, or a step
 that does not fit a chip's memory fail here, on a laptop, instead of after the slice is
-provisioned and the data is read (roberta-large: about two minutes on 2 cores). The TPU compiler
+provisioned and the data is read (roberta-large for a TPU: two to three minutes and up to 15 GB of
+memory on a 2-core machine). The TPU compiler
 refuses a program larger than a chip's HBM, so a TPU target that compiles fits (the whole step, its
 temporaries included). TPU targets need libtpu, the compiler (no TPU): `pip install 'jax[tpu]'`;
 off a TPU VM it prints warnings that it cannot find one, harmless here. `cpu:N` compiles for N host
@@ -138,7 +139,7 @@ def compile_for(config: Any, where: Target) -> dict[str, Any]:
     ValueError for a layout that does not fit the target, RuntimeError for a step over a chip's memory."""
     mesh = sharding_lib.make_mesh(dict(config.mesh), devices=where.devices)
     train.check_batch_layout(config, mesh, where.hosts)
-    mcfg = train.model_config(config)
+    mcfg = train.model_config(config).for_platform(where.platform)  # 'auto' as the target resolves it, not here
     setup = train.build(config, mesh, mcfg)
     train_batch, eval_batch = abstract_batches(config, mesh)
     t = time.perf_counter()

@@ -48,6 +48,17 @@ def test_slice_names_give_cloud_tpu_layouts() -> None:
         train_compile.tpu_topology("v5e-12")
 
 
+def test_auto_knobs_resolve_as_on_the_target_not_here() -> None:
+    """Compiling on a CPU for a TPU: `dtype='auto'` must be the TPU's bfloat16, not this host's float32."""
+    from cappy_jax.model import ModelConfig
+
+    auto = ModelConfig.from_dict(dict(pretrain.VARIANTS["tiny"]["model"], dtype="auto", attention="auto"))
+    assert (auto.for_platform("tpu").dtype, auto.for_platform("tpu").attention) == ("bfloat16", "xla")
+    assert auto.for_platform("cpu").dtype == "float32" and auto.for_platform("gpu").attention == "auto"
+    fixed = auto.replace(dtype="float32", attention="cudnn")
+    assert fixed.for_platform("tpu") == fixed
+
+
 def test_flag_value_reads_both_spellings() -> None:
     assert train_compile._flag_value(["x", "--topology=cpu:4"], "--topology") == "cpu:4"
     assert train_compile._flag_value(["x", "--topology", "v4-8"], "--topology") == "v4-8"
@@ -116,6 +127,7 @@ def test_compiles_for_a_tpu_slice_that_is_not_here(tpu_python, tmp_path) -> None
     assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["platform"] == "tpu" and report["device_kind"] == "TPU v4"
+    assert report["model"]["dtype"] == "bfloat16" and report["model"]["attention"] == "xla"  # as on the TPU
     assert report["devices"] == 8 and report["hosts"] == 2 and report["mesh"]["data"] == 8
     assert 0 < report["state_bytes"] <= report["train_step"]["arguments"]
 
