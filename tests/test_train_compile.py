@@ -14,20 +14,9 @@ import pytest
 
 from cappy_jax import train_compile
 from configs import pretrain
+from conftest import tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _config(**changes):
-    config = pretrain.get_config("tiny")
-    config.unlock()
-    for key, value in changes.items():
-        node = config
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return config
 
 
 def test_slice_names_give_cloud_tpu_layouts() -> None:
@@ -66,13 +55,14 @@ def test_flag_value_reads_both_spellings() -> None:
 
 
 def test_compiles_for_host_devices_and_fsdp_shards_the_state() -> None:
-    data_parallel = train_compile.compile_for(_config(), train_compile.target("cpu:8"))
+    data_parallel = train_compile.compile_for(tiny_config(""), train_compile.target("cpu:8"))
     assert data_parallel["devices"] == 8 and data_parallel["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1}
     assert data_parallel["rows_per_device"] == 1 and data_parallel["platform"] == "cpu"
     step = data_parallel["train_step"]
     assert step["arguments"] >= data_parallel["state_bytes"] > 0 and step["total"] > step["arguments"] - step["aliased"]
     assert data_parallel["eval_step"]["total"] > 0 and data_parallel["flops_per_step"] > 0
-    fsdp = train_compile.compile_for(_config(**{"mesh.data": 2, "mesh.fsdp": 4}), train_compile.target("cpu:8"))
+    fsdp = train_compile.compile_for(tiny_config("", **{"mesh.data": 2, "mesh.fsdp": 4}),
+                                     train_compile.target("cpu:8"))
     assert fsdp["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1} and fsdp["rows_per_device"] == 1  # rows split 8 ways too
     assert fsdp["state_bytes"] < 0.6 * data_parallel["state_bytes"]  # parameters and Adam moments split 4 ways
     assert "8 x cpu on 1 host(s)" in train_compile.summary(data_parallel)
@@ -81,11 +71,11 @@ def test_compiles_for_host_devices_and_fsdp_shards_the_state() -> None:
 def test_layouts_that_cannot_split_are_named_before_compiling() -> None:
     cpu8 = train_compile.target("cpu:8")
     with pytest.raises(ValueError, match="global_rows=12"):
-        train_compile.compile_for(_config(global_rows=12), cpu8)
+        train_compile.compile_for(tiny_config("", global_rows=12), cpu8)
     with pytest.raises(ValueError, match=r"data.eval_rows=4 must split evenly over 1 hosts and 8"):
-        train_compile.compile_for(_config(**{"data.eval_rows": 4}), cpu8)
+        train_compile.compile_for(tiny_config("", **{"data.eval_rows": 4}), cpu8)
     with pytest.raises(ValueError, match="mesh"):
-        train_compile.compile_for(_config(**{"mesh.data": 3}), cpu8)
+        train_compile.compile_for(tiny_config("", **{"mesh.data": 3}), cpu8)
     with pytest.raises(ValueError, match="needs 64 CPU devices but this process has 8"):
         train_compile.target("cpu:64")
 
