@@ -52,8 +52,8 @@ DEFAULT_STEPS = {"tiny": 1, "large": 1}  # timed passes over all pairs
 DEFAULT_WARMUP = 1
 
 NOTE = ("real train step on random ids with the real pair lengths of bench/data/bigbench_lengths.json (24 "
-        "BIG-bench Lite tasks); packed = cappy_jax (512-token rows, up to 16 pairs; packedN: up to N), pad512 = the reference "
-        "recipe, dynamic = length-sorted windows padded to a multiple of 128 (hf: 64); each recipe times one pass over the "
+        "BIG-bench Lite tasks); packed = cappy_jax (512-token rows, up to 16 pairs; packedN: up to N), "
+        "pad512 = the reference recipe, dynamic = length-sorted windows padded to a multiple of 128 (hf: 64); each recipe times one pass over the "
         "same pairs after a compile pass; useful tokens/s counts pair tokens only; theirs = "
         "hf_baseline.py --suite train-real in the same command; ratio = packed pairs/s / that recipe's")
 

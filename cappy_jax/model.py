@@ -124,12 +124,16 @@ class ModelConfig:
         return self.max_position_embeddings - self.position_offset
 
     def compute_dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.for_platform(jax.default_backend()).dtype)
+        return jnp.dtype(self._dtype_on(jax.default_backend()))
+
+    def _dtype_on(self, platform: str) -> str:
+        """`dtype='auto'`: float32 on a CPU, bfloat16 on accelerators."""
+        return self.dtype if self.dtype != "auto" else ("float32" if platform == "cpu" else "bfloat16")
 
     def for_platform(self, platform: str) -> ModelConfig:
-        """`dtype='auto'` resolved as it is on `platform` (float32 on a CPU, bfloat16 on accelerators), and
-        off a GPU `attention='auto'` too (XLA's): for compiling on one machine for another (`train_compile`)."""
-        dtype = self.dtype if self.dtype != "auto" else ("float32" if platform == "cpu" else "bfloat16")
+        """`dtype='auto'` resolved as it is on `platform`, and off a GPU `attention='auto'` too (XLA's): for
+        compiling on one machine for another (`train_compile`)."""
+        dtype = self._dtype_on(platform)
         attention = self.attention if self.attention != "auto" or platform == "gpu" else "xla"
         return self.replace(dtype=dtype, attention=attention)
 

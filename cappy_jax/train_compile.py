@@ -11,9 +11,8 @@ step, over the target's devices, and compiles both from shapes alone: nothing is
 that does not divide the slice, batch sizes that do not split over its hosts and devices, or a step
 that does not fit a chip's memory fail here, on a laptop, instead of after the slice is
 provisioned and the data is read (roberta-large for a TPU: two to three minutes and up to 15 GB of
-memory on a 2-core machine). The TPU compiler
-refuses a program larger than a chip's HBM, so a TPU target that compiles fits (the whole step, its
-temporaries included). TPU targets need libtpu, the compiler (no TPU): `pip install 'jax[tpu]'`;
+memory on a 2-core machine). The TPU compiler refuses a program larger than a chip's HBM, so a TPU
+target that compiles fits (the whole step, its temporaries included). TPU targets need libtpu, the compiler (no TPU): `pip install 'jax[tpu]'`;
 off a TPU VM it prints warnings that it cannot find one, harmless here. `cpu:N` compiles for N host
 devices (layout checks; no memory limit). Prints per-device memory and FLOPs per step; `--output`
 writes them as JSON.
