@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -289,22 +289,45 @@ class Dropout(nn.Module):
         return dropout(x, self.rate, self.make_rng("dropout"))
 
 
+# Pins a value's layout by its logical names inside a jitted trace (`sharding.Constraint` on a mesh).
+Constrain = Callable[[Array, tuple[str | None, ...]], Array]
+
+
+class Embed(nn.Embed):
+    """`nn.Embed` (same parameter) whose table can be pinned before its lookup. Training passes a
+    `constrain` that gathers the table whole over the fsdp axis, as the partitioner gathers every other
+    weight before its use. Looked up from the table as sharded (hidden over fsdp), the embeddings and
+    their `[rows, tokens, hidden]` gradient came out split by hidden and were resharded by rows through
+    a full copy on every device ("involuntary full rematerialization"): roberta-large with fsdp=16 on a
+    v4-32 needed 54.75 GiB of temporaries a chip, 17.2 GiB with the gather (BENCHMARKS.md)."""
+
+    rows_axis: str | None = None  # the table's first logical axis, kept as the rules shard it
+    constrain: Constrain | None = None
+
+    def __call__(self, inputs: Array) -> Array:
+        if self.constrain is None or self.num_embeddings == 1:
+            return super().__call__(inputs)
+        return jnp.take(self.constrain(self.embedding, (self.rows_axis, None)), inputs, axis=0)
+
+
 class Embeddings(nn.Module):
     config: ModelConfig
     deterministic: bool
+    constrain: Constrain | None = None
 
     @nn.compact
     def __call__(self, input_ids: Array, position_ids: Array, token_type_ids: Array) -> Array:
         cfg = self.config
-        x = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=_init(cfg, ("vocab", "embed")),
-                     name="word_embeddings")(input_ids)
-        x = x + nn.Embed(cfg.max_position_embeddings, cfg.hidden_size,
-                         embedding_init=_init(cfg, ("position", "embed")),
-                         name="position_embeddings")(position_ids + cfg.position_offset)
+
+        def lookup(name: str, axis: str, rows: int, ids: Array) -> Array:
+            return Embed(rows, cfg.hidden_size, embedding_init=_init(cfg, (axis, "embed")), rows_axis=axis,
+                         constrain=self.constrain, name=name)(ids)
+
+        x = lookup("word_embeddings", "vocab", cfg.vocab_size, input_ids)
+        x = x + lookup("position_embeddings", "position", cfg.max_position_embeddings,
+                       position_ids + cfg.position_offset)
         if cfg.type_vocab_size:
-            x = x + nn.Embed(cfg.type_vocab_size, cfg.hidden_size,
-                             embedding_init=_init(cfg, ("token_type", "embed")),
-                             name="token_type_embeddings")(token_type_ids)
+            x = x + lookup("token_type_embeddings", "token_type", cfg.type_vocab_size, token_type_ids)
         x = _layer_norm(cfg, cfg.compute_dtype(), "layer_norm")(x)
         return Dropout(cfg.dropout_rate, deterministic=self.deterministic)(x)
 
@@ -452,6 +475,7 @@ class Scorer(nn.Module):
     """
 
     config: ModelConfig
+    constrain: Constrain | None = None  # training on a mesh: `sharding.Constraint` (see `Embed`)
 
     @nn.compact
     def __call__(self, batch: Mapping[str, Array], *, deterministic: bool = True,
@@ -464,7 +488,8 @@ class Scorer(nn.Module):
         token_type_ids = batch.get("token_type_ids")
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        x = Embeddings(cfg, deterministic, name="embeddings")(input_ids, batch["position_ids"], token_type_ids)
+        x = Embeddings(cfg, deterministic, self.constrain, name="embeddings")(
+            input_ids, batch["position_ids"], token_type_ids)
         attn = attention_inputs(cfg.attention_impl(), segment_ids, batch["cls_index"].shape[1])
         if cfg.scan_layers:
             step = nn.remat(_ScanStep, prevent_cse=False) if cfg.remat else _ScanStep

@@ -9,6 +9,7 @@ logical names (`cappy_jax/model.py`) to these axes; batches are split over
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,6 +55,22 @@ def make_mesh(axes: Mapping[str, int], devices: Sequence[Any] | None = None) -> 
 def logical_shardings(logical_specs: Any, mesh: Mesh, rules: Rules) -> Any:
     """NamedShardings for a tree of logical PartitionSpecs (e.g. from `model.param_logical_axes`)."""
     return nn.logical_to_mesh_sharding(logical_specs, mesh, [tuple(r) for r in rules])
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """`model.Scorer(constrain=...)` on this mesh: pins a value inside the jitted step to the layout its
+    logical names get from the rules (`model.Embed` gathers its table with it)."""
+
+    mesh: Mesh
+    rules: tuple[tuple[str, str | tuple[str, ...] | None], ...]
+
+    def __call__(self, x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
+        return jax.lax.with_sharding_constraint(x, logical_shardings(PartitionSpec(*names), self.mesh, self.rules))
+
+
+def constraint(mesh: Mesh, rules: Rules) -> Constraint:
+    return Constraint(mesh, tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

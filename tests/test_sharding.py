@@ -38,6 +38,19 @@ def test_rules_place_parameters_by_logical_axis():
     assert shardings["head"]["out_proj"]["bias"].spec == P(None)
 
 
+def test_constraint_pins_a_value_by_logical_names():
+    """How `model.Embed` gathers its table over fsdp before a lookup: names map through the rules."""
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    pin = sharding.constraint(mesh, [list(r) for r in pretrain.RULES])  # lists, as from a JSON config, work too
+    table = jax.device_put(np.arange(32.0).reshape(8, 4), sharding.logical_shardings(P("vocab", "embed"), mesh,
+                                                                                      pretrain.RULES))
+    assert {s.data.shape for s in table.addressable_shards} == {(4, 2)}  # vocab over tensor, hidden over fsdp
+    gathered = jax.jit(lambda t: pin(t, ("vocab", None)))(table)
+    assert {s.data.shape for s in gathered.addressable_shards} == {(4, 4)}  # whole hidden axis, vocab still split
+    np.testing.assert_array_equal(np.asarray(gathered), np.arange(32.0).reshape(8, 4))
+    assert hash(pin) == hash(sharding.constraint(mesh, pretrain.RULES))  # a flax module attribute: hashable
+
+
 def test_global_batch_splits_rows_over_data_and_fsdp():
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     batch = sharding.global_batch({"x": np.arange(16).reshape(8, 2)}, mesh)

@@ -81,15 +81,19 @@ def test_layouts_that_cannot_split_are_named_before_compiling() -> None:
 
 
 def test_cli_gives_itself_the_host_devices_it_compiles_for(tmp_path) -> None:
+    """Also: with fsdp, the partitioner is not left to reshard the embeddings' `[rows, tokens, hidden]`
+    gradient through a full copy on every device (it warns of that on stderr; `model.Embed`)."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
     out = tmp_path / "report.json"
     proc = subprocess.run([sys.executable, "-m", "cappy_jax.train_compile", "--config", "configs/pretrain.py:tiny",
-                           "--topology", "cpu:4", "--output", str(out)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+                           "--topology", "cpu:4", "--config.mesh.fsdp=2", "--output", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["devices"] == 4 and report["rows_per_device"] == 2
+    assert report["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1}
     assert "train step per device" in proc.stdout
+    assert "Involuntary full rematerialization" not in proc.stderr
 
 
 @pytest.fixture(scope="module")
