@@ -20,19 +20,23 @@ table (`nn.logical_to_mesh_sharding`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+if TYPE_CHECKING:
+    from cappy_jax.sharding import Layout
+
 Array = jax.Array
 
 FAMILIES = ("roberta", "bert")
 HEAD_ACTIVATIONS = ("sigmoid", "identity")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "cudnn-ragged")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "cudnn-ragged", "splash")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # HF `hidden_act` names and whether they use the tanh approximation of GELU.
 ACTIVATIONS = {
@@ -81,6 +85,7 @@ class ModelConfig:
     # `auto`: the cuDNN fused kernel on GPU, XLA elsewhere. `cudnn` hands it the segment mask as a
     # dense bias; `cudnn-ragged` (Hopper or newer) gives it each segment's start and length instead,
     # so no bias is read or differentiated and no score is computed across segments (`attend`).
+    # `splash`: Pallas's TPU kernel, told each token's segment (off a TPU, Pallas's slow interpreter).
     attention: str = "auto"
     initializer_range: float = 0.02
 
@@ -289,31 +294,27 @@ class Dropout(nn.Module):
         return dropout(x, self.rate, self.make_rng("dropout"))
 
 
-# Pins a value's layout by its logical names inside a jitted trace (`sharding.Constraint` on a mesh).
-Constrain = Callable[[Array, tuple[str | None, ...]], Array]
-
-
 class Embed(nn.Embed):
     """`nn.Embed` (same parameter) whose table can be pinned before its lookup. Training passes a
-    `constrain` that gathers the table whole over the fsdp axis, as the partitioner gathers every other
+    `layout` that gathers the table whole over the fsdp axis, as the partitioner gathers every other
     weight before its use. Looked up from the table as sharded (hidden over fsdp), the embeddings and
     their `[rows, tokens, hidden]` gradient came out split by hidden and were resharded by rows through
     a full copy on every device ("involuntary full rematerialization"): roberta-large with fsdp=16 on a
     v4-32 needed 54.75 GiB of temporaries a chip, 17.2 GiB with the gather (BENCHMARKS.md)."""
 
     rows_axis: str | None = None  # the table's first logical axis, kept as the rules shard it
-    constrain: Constrain | None = None
+    layout: Layout | None = None
 
     def __call__(self, inputs: Array) -> Array:
-        if self.constrain is None or self.num_embeddings == 1:
+        if self.layout is None or self.num_embeddings == 1:
             return super().__call__(inputs)
-        return jnp.take(self.constrain(self.embedding, (self.rows_axis, None)), inputs, axis=0)
+        return jnp.take(self.layout.constrain(self.embedding, (self.rows_axis, None)), inputs, axis=0)
 
 
 class Embeddings(nn.Module):
     config: ModelConfig
     deterministic: bool
-    constrain: Constrain | None = None
+    layout: Layout | None = None
 
     @nn.compact
     def __call__(self, input_ids: Array, position_ids: Array, token_type_ids: Array) -> Array:
@@ -321,7 +322,7 @@ class Embeddings(nn.Module):
 
         def lookup(name: str, axis: str, rows: int, ids: Array) -> Array:
             return Embed(rows, cfg.hidden_size, embedding_init=_init(cfg, (axis, "embed")), rows_axis=axis,
-                         constrain=self.constrain, name=name)(ids)
+                         layout=self.layout, name=name)(ids)
 
         x = lookup("word_embeddings", "vocab", cfg.vocab_size, input_ids)
         x = x + lookup("position_embeddings", "position", cfg.max_position_embeddings,
@@ -341,7 +342,8 @@ def attention_inputs(impl: str, segment_ids: Array, num_segments: int) -> dict[s
     (segments are contiguous runs of tokens, as `packing.make_batch` lays them out), and `valid[B, L]`.
     """
     if impl != "cudnn-ragged":
-        return {"mask": segment_ids[:, None, :, None] == segment_ids[:, None, None, :]}
+        mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+        return {"mask": mask, "segment_ids": segment_ids} if impl == "splash" else {"mask": mask}
     slots = jnp.arange(1, num_segments + 1, dtype=segment_ids.dtype)
     member = segment_ids[:, None, :] == slots[None, :, None]  # [B, S, L]
     lengths = member.sum(-1, dtype=jnp.int32)
@@ -360,13 +362,17 @@ def last_layer_queries(segment_ids: Array, cls_index: Array) -> dict[str, Array]
     return {"index": cls_index, "mask": (own[:, :, None] == segment_ids[:, None, :])[:, None]}
 
 
-def attend(q: Array, k: Array, v: Array, inputs: Mapping[str, Array], impl: str) -> Array:
+def attend(q: Array, k: Array, v: Array, inputs: Mapping[str, Array], impl: str,
+           layout: Layout | None = None) -> Array:
     """Scaled dot-product attention `[B, L, N, H]` within segments.
 
     With `cudnn-ragged` each segment is its own sequence to cuDNN (one pair per row: its padding mask
     from the pair's length). Positions outside every segment are zeroed on the way in and out, so
-    whatever the kernel leaves there reaches neither the output nor the gradients.
+    whatever the kernel leaves there reaches neither the output nor the gradients. `splash`: see
+    `splash_attention`.
     """
+    if impl == "splash":
+        return splash_attention(q, k, v, inputs, layout)
     if impl != "cudnn-ragged":
         return jax.nn.dot_product_attention(q, k, v, mask=inputs["mask"], implementation=impl)
     from jax._src.cudnn import fused_attention_stablehlo as cudnn  # the only way to reach the ragged layout
@@ -385,9 +391,48 @@ def attend(q: Array, k: Array, v: Array, inputs: Mapping[str, Array], impl: str)
     return jnp.where(valid, y, jnp.zeros((), y.dtype))
 
 
+SPLASH_BLOCK = 512  # splash's query and key blocks: whole rows up to 512 tokens (its default), at most
+
+
+@functools.lru_cache(maxsize=None)
+def _splash_kernel(heads: int, length: int, interpret: bool) -> Callable:
+    from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+    block = min(length, SPLASH_BLOCK)
+    sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
+                              block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
+    mask = splash.MultiHeadMask([splash.FullMask((length, length)) for _ in range(heads)])
+    kernel = splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
+    return jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=splash.SegmentIds(q=s, kv=s)))
+
+
+def splash_attention(q: Array, k: Array, v: Array, inputs: Mapping[str, Array], layout: Layout | None) -> Array:
+    """Pallas's splash attention (TPU): a fused kernel told each token's segment id, so no `[B, N, L, L]`
+    scores are kept for the backward pass, as XLA's attention keeps them. Padding (segment 0) attends to
+    padding, as in the dense mask. The partitioner cannot split a Pallas kernel, so on a mesh
+    (`layout`) it runs per device, on its rows and heads. Rows not a multiple of 128 tokens (scoring's
+    narrow batches) take XLA's attention. Off a TPU it runs in Pallas's interpreter: slow, for tests."""
+    length = q.shape[1]
+    if length % 128:
+        return jax.nn.dot_product_attention(q, k, v, mask=inputs["mask"], implementation="xla")
+    platform = layout.platform if layout is not None else jax.default_backend()
+
+    def run(q: Array, k: Array, v: Array, segment_ids: Array) -> Array:
+        kernel = _splash_kernel(q.shape[2], length, platform != "tpu")
+        q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)  # splash does not scale
+        y = kernel(*(t.transpose(0, 2, 1, 3) for t in (q, k, v)), segment_ids)  # it takes [B, N, L, H]
+        return y.transpose(0, 2, 1, 3)
+
+    if layout is None:
+        return run(q, k, v, inputs["segment_ids"])
+    heads = ("batch", None, "heads", None)
+    return layout.per_shard(run, (heads, heads, heads, ("batch", None)), heads)(q, k, v, inputs["segment_ids"])
+
+
 class SelfAttention(nn.Module):
     config: ModelConfig
     deterministic: bool
+    layout: Layout | None = None
 
     @nn.compact
     def __call__(self, x: Array, attn: Mapping[str, Array], queries: Mapping[str, Array] | None = None) -> Array:
@@ -404,7 +449,7 @@ class SelfAttention(nn.Module):
         # Attention probabilities get no dropout: jax's fused attention offers none (its private cuDNN
         # wrapper fixes the seed at compile time, so the mask would repeat every step).
         if queries is None:
-            y = attend(project("query", x), k, v, attn, cfg.attention_impl())
+            y = attend(project("query", x), k, v, attn, cfg.attention_impl(), self.layout)
         else:  # a few queries a row: XLA's attention over a [B, 1, S, L] mask is cheap, whatever the kernel
             q = project("query", jnp.take_along_axis(x, queries["index"][..., None], axis=1))
             y = jax.nn.dot_product_attention(q, k, v, mask=queries["mask"], implementation="xla")
@@ -418,6 +463,7 @@ class Layer(nn.Module):
 
     config: ModelConfig
     deterministic: bool
+    layout: Layout | None = None
 
     @nn.compact
     def __call__(self, x: Array, attn: Mapping[str, Array], queries: Mapping[str, Array] | None = None) -> Array:
@@ -425,7 +471,7 @@ class Layer(nn.Module):
         cfg = self.config
         dtype = cfg.compute_dtype()
         drop = Dropout(cfg.dropout_rate, deterministic=self.deterministic)
-        h = SelfAttention(cfg, self.deterministic, name="attention")(x, attn, queries)
+        h = SelfAttention(cfg, self.deterministic, self.layout, name="attention")(x, attn, queries)
         if queries is not None:
             x = jnp.take_along_axis(x, queries["index"][..., None], axis=1)
         x = _layer_norm(cfg, dtype, "attention_norm")(x + drop(h))
@@ -442,10 +488,11 @@ class _ScanStep(nn.Module):
 
     config: ModelConfig
     deterministic: bool
+    layout: Layout | None = None
 
     @nn.compact
     def __call__(self, x: Array, attn: Mapping[str, Array]) -> tuple[Array, None]:
-        return Layer(self.config, self.deterministic, name="layer")(x, attn), None
+        return Layer(self.config, self.deterministic, self.layout, name="layer")(x, attn), None
 
 
 class ScoreHead(nn.Module):
@@ -475,7 +522,7 @@ class Scorer(nn.Module):
     """
 
     config: ModelConfig
-    constrain: Constrain | None = None  # training on a mesh: `sharding.Constraint` (see `Embed`)
+    layout: Layout | None = None  # the mesh it runs on, when placements matter (`Embed`, `attend`'s splash)
 
     @nn.compact
     def __call__(self, batch: Mapping[str, Array], *, deterministic: bool = True,
@@ -488,20 +535,21 @@ class Scorer(nn.Module):
         token_type_ids = batch.get("token_type_ids")
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        x = Embeddings(cfg, deterministic, self.constrain, name="embeddings")(
+        x = Embeddings(cfg, deterministic, self.layout, name="embeddings")(
             input_ids, batch["position_ids"], token_type_ids)
         attn = attention_inputs(cfg.attention_impl(), segment_ids, batch["cls_index"].shape[1])
         if cfg.scan_layers:
             step = nn.remat(_ScanStep, prevent_cse=False) if cfg.remat else _ScanStep
             x, _ = nn.scan(step, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                            in_axes=(nn.broadcast,), length=cfg.num_layers,
-                           metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, name="layers")(x, attn)
+                           metadata_params={nn.PARTITION_NAME: "layers"})(cfg, deterministic, self.layout,
+                                                                          name="layers")(x, attn)
         else:
             layer_cls = nn.remat(Layer, prevent_cse=True) if cfg.remat else Layer
             for i in range(cfg.num_layers):
                 last = i == cfg.num_layers - 1 and not mean_pool
                 queries = last_layer_queries(segment_ids, batch["cls_index"]) if last else None
-                x = layer_cls(cfg, deterministic, name=f"layer_{i}")(x, attn, queries)
+                x = layer_cls(cfg, deterministic, self.layout, name=f"layer_{i}")(x, attn, queries)
         if mean_pool:
             slots = jnp.arange(1, batch["cls_index"].shape[1] + 1, dtype=segment_ids.dtype)
             member = (segment_ids[:, :, None] == slots).astype(jnp.float32)  # [B, L, S]
@@ -558,14 +606,15 @@ def count_params(tree: Any) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(tree))
 
 
-def mean_embeddings(config: ModelConfig, params: Any, batch: Mapping[str, Array]) -> Array:
+def mean_embeddings(config: ModelConfig, params: Any, batch: Mapping[str, Array],
+                    layout: Layout | None = None) -> Array:
     """Per-segment mean-pooled final hidden states `[B, S, H]`, float32; a pure function to jit."""
-    return Scorer(config).apply({"params": params}, batch, mean_pool=True)
+    return Scorer(config, layout).apply({"params": params}, batch, mean_pool=True)
 
 
-def score(config: ModelConfig, params: Any, batch: Mapping[str, Array]) -> Array:
+def score(config: ModelConfig, params: Any, batch: Mapping[str, Array], layout: Layout | None = None) -> Array:
     """Scores `[B, S]` in the checkpoint's output range; a pure function to jit."""
-    logits = Scorer(config).apply({"params": params}, batch)
+    logits = Scorer(config, layout).apply({"params": params}, batch)
     return apply_head_activation(logits, config.head_activation)
 
 

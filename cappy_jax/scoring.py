@@ -211,8 +211,9 @@ class Scorer:
         self.params = jax.device_put(model_lib.inference_params(self.config, params), sharding.replicated(self.mesh))
         shardings = dict(in_shardings=(sharding.replicated(self.mesh), self._rows_sharding),
                          out_shardings=self._rows_sharding)
-        self._score = jax.jit(functools.partial(model_lib.score, self.config), **shardings)
-        self._embed = jax.jit(functools.partial(model_lib.mean_embeddings, self.config), **shardings)
+        layout = sharding.layout(self.mesh, ())  # parameters whole on every device; rows split
+        self._score = jax.jit(functools.partial(model_lib.score, self.config, layout=layout), **shardings)
+        self._embed = jax.jit(functools.partial(model_lib.mean_embeddings, self.config, layout=layout), **shardings)
         self._shapes_seen: set[tuple[Callable, int, int]] = set()  # (function, rows, width) dispatched before
 
     # ----------------------------------------------------------------------------- loading

@@ -10,7 +10,7 @@ logical names (`cappy_jax/model.py`) to these axes; batches are split over
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -58,19 +58,33 @@ def logical_shardings(logical_specs: Any, mesh: Mesh, rules: Rules) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class Constraint:
-    """`model.Scorer(constrain=...)` on this mesh: pins a value inside the jitted step to the layout its
-    logical names get from the rules (`model.Embed` gathers its table with it)."""
+class Layout:
+    """The mesh and rules, for the placements the model makes itself inside a jitted step (its `layout`):
+    `constrain` pins a value by logical names (`model.Embed` gathers its table with it), `per_shard` runs
+    a kernel the partitioner cannot split (Pallas's splash attention) on each device's rows and heads.
+    The logical name `batch` is the rows' axes, `BATCH_AXES`."""
 
     mesh: Mesh
     rules: tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
-    def __call__(self, x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
-        return jax.lax.with_sharding_constraint(x, logical_shardings(PartitionSpec(*names), self.mesh, self.rules))
+    @property
+    def platform(self) -> str:
+        return self.mesh.devices.flat[0].platform
+
+    def spec(self, names: Sequence[str | None]) -> PartitionSpec:
+        return nn.logical_to_mesh_axes(tuple(names), (("batch", BATCH_AXES), *self.rules))
+
+    def constrain(self, x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, self.spec(names)))
+
+    def per_shard(self, fn: Callable, in_names: Sequence[Sequence[str | None]],
+                  out_names: Sequence[str | None]) -> Callable:
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=tuple(self.spec(n) for n in in_names),
+                             out_specs=self.spec(out_names), check_vma=False)
 
 
-def constraint(mesh: Mesh, rules: Rules) -> Constraint:
-    return Constraint(mesh, tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules))
+def layout(mesh: Mesh, rules: Rules) -> Layout:
+    return Layout(mesh, tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -164,7 +164,7 @@ class Setup:
 
 
 def build(config: Any, mesh: jax.sharding.Mesh, mcfg: model_lib.ModelConfig) -> Setup:
-    model = model_lib.Scorer(mcfg, constrain=sharding_lib.constraint(mesh, config.rules))
+    model = model_lib.Scorer(mcfg, layout=sharding_lib.layout(mesh, config.rules))
     tx = make_optimizer(config.optim, int(config.num_steps))
 
     def boxed_state(rng: jax.Array) -> TrainState:

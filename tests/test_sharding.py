@@ -38,17 +38,23 @@ def test_rules_place_parameters_by_logical_axis():
     assert shardings["head"]["out_proj"]["bias"].spec == P(None)
 
 
-def test_constraint_pins_a_value_by_logical_names():
-    """How `model.Embed` gathers its table over fsdp before a lookup: names map through the rules."""
+def test_layout_pins_and_splits_by_logical_names():
+    """How `model.Embed` gathers its table over fsdp before a lookup (`constrain`), and how splash
+    attention runs on each device's rows and heads (`per_shard`): names map through the rules."""
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    pin = sharding.constraint(mesh, [list(r) for r in pretrain.RULES])  # lists, as from a JSON config, work too
+    layout = sharding.layout(mesh, [list(r) for r in pretrain.RULES])  # lists, as from a JSON config, work too
+    assert hash(layout) == hash(sharding.layout(mesh, pretrain.RULES))  # a flax module attribute: hashable
+    assert layout.spec(("batch", None, "heads", None)) == P(("data", "fsdp"), None, "tensor", None)
     table = jax.device_put(np.arange(32.0).reshape(8, 4), sharding.logical_shardings(P("vocab", "embed"), mesh,
                                                                                       pretrain.RULES))
     assert {s.data.shape for s in table.addressable_shards} == {(4, 2)}  # vocab over tensor, hidden over fsdp
-    gathered = jax.jit(lambda t: pin(t, ("vocab", None)))(table)
+    gathered = jax.jit(lambda t: layout.constrain(t, ("vocab", None)))(table)
     assert {s.data.shape for s in gathered.addressable_shards} == {(4, 4)}  # whole hidden axis, vocab still split
     np.testing.assert_array_equal(np.asarray(gathered), np.arange(32.0).reshape(8, 4))
-    assert hash(pin) == hash(sharding.constraint(mesh, pretrain.RULES))  # a flax module attribute: hashable
+    x = np.arange(8 * 2 * 4 * 3, dtype=np.float32).reshape(8, 2, 4, 3)
+    seen = jax.jit(layout.per_shard(lambda a: a * 0 + np.float32(a.shape[0] * 10 + a.shape[2]),
+                                    [("batch", None, "heads", None)], ("batch", None, "heads", None)))(x)
+    np.testing.assert_array_equal(np.asarray(seen), np.full(x.shape, 2 * 10 + 2))  # 2 rows, 2 heads a device
 
 
 def test_global_batch_splits_rows_over_data_and_fsdp():
