@@ -20,7 +20,6 @@ table (`nn.logical_to_mesh_sharding`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -394,7 +393,6 @@ def attend(q: Array, k: Array, v: Array, inputs: Mapping[str, Array], impl: str,
 SPLASH_BLOCK = 512  # splash's query and key blocks: whole rows up to 512 tokens (its default), at most
 
 
-@functools.lru_cache(maxsize=None)
 def _splash_kernel(heads: int, length: int, interpret: bool) -> Callable:
     from jax.experimental.pallas.ops.tpu import splash_attention as splash
 

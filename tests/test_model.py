@@ -359,3 +359,44 @@ def test_last_layer_runs_at_the_head_positions_only():
     assert metrics.encoder_flops_per_token(head_positions=512, **kw) == pytest.approx(full)
     with pytest.raises(ValueError, match="head_positions"):
         metrics.encoder_flops_per_token(head_positions=513, **kw)
+
+
+def test_splash_attention_computes_the_segment_masked_attention():
+    """`attention='splash'` (Pallas's TPU kernel, here in its interpreter) against XLA's attention: scores
+    and gradients, on packed rows with an empty slot and an empty row, on one device and split over a
+    data x fsdp x tensor mesh (per device through `Layout.per_shard`). Rows narrower than 128 tokens
+    take XLA's attention."""
+    from cappy_jax import sharding
+    from configs import pretrain
+
+    cfg = model_lib.ModelConfig.from_dict(dict(model_configs.VARIANTS["tiny"], dtype="float32", num_layers=3))
+    splash = cfg.replace(attention="splash")
+    params = model_lib.init_params(cfg, jax.random.key(1))
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 60, 20)
+    ids = [rng.integers(5, 500, n).astype(np.int32) for n in lengths]
+    rows = packing.pack_lengths(lengths, 128, 4)
+    assert len(rows) < 8 and any(len(r) < 4 for r in rows)
+    full = packing.make_batch(ids, [np.zeros_like(x) for x in ids], rows, max_len=128, max_segments=4, pad_id=1,
+                              num_rows=8)
+    slots = jnp.asarray(full["label_mask"])
+    batch = {k: jnp.asarray(v) for k, v in full.items() if k in model_lib.dummy_batch()}
+
+    def grads(config, layout=None):
+        def loss(p):  # every slot, empty ones included: their values must agree too
+            return jnp.sum(model_lib.Scorer(config, layout).apply({"params": p}, batch) * (1.0 + slots))
+        return jax.jit(jax.grad(loss))(params)
+
+    reference = model_lib.score(cfg, params, batch)
+    np.testing.assert_allclose(model_lib.score(splash, params, batch), reference, rtol=1e-5, atol=1e-6)
+    expected = grads(cfg)
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    layout = sharding.layout(mesh, pretrain.RULES)
+    text = jax.jit(lambda p: model_lib.score(splash, p, batch, layout)).lower(params).as_text()
+    assert text.count("sdy.manual_computation") == cfg.num_layers - 1  # the last layer's few queries use XLA's
+    for got in (grads(splash), grads(splash, layout)):
+        for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)  # gradients up to about 10
+    narrow = {k: v[:, :64] if v.shape[1] == 128 else v for k, v in batch.items()}
+    text = jax.jit(lambda p: model_lib.score(splash, p, narrow)).lower(params).as_text()
+    assert "pallas" not in text.lower()
