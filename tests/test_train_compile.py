@@ -139,3 +139,13 @@ def test_a_slice_with_more_hosts_than_readers_is_refused(tpu_python) -> None:
     proc = _compile_on(tpu_python, "--topology", "v4-32", "--config.global_rows=32",  # 16 devices on 4 hosts
                        "--config.data.eval_rows=32", "--config.data.readers=2")
     assert proc.returncode == 1 and "data.readers=2 must be a multiple of the 4 hosts" in proc.stderr
+
+
+def test_splash_attention_compiles_for_a_tpu_per_device(tpu_python, tmp_path) -> None:
+    """The Pallas kernel goes through Mosaic (libtpu), once per device's rows and heads (`Layout.per_shard`)."""
+    out = tmp_path / "splash.json"
+    proc = _compile_on(tpu_python, "--topology", "v5e-4", "--config.model.attention=splash", "--config.mesh.tensor=2",
+                       "--output", str(out))
+    assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["model"]["attention"] == "splash" and report["mesh"] == {"data": 2, "fsdp": 1, "tensor": 2}
