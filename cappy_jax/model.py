@@ -414,6 +414,9 @@ def splash_attention(q: Array, k: Array, v: Array, inputs: Mapping[str, Array], 
     if length % 128:
         return jax.nn.dot_product_attention(q, k, v, mask=inputs["mask"], implementation="xla")
     platform = layout.platform if layout is not None else jax.default_backend()
+    if platform == "gpu":
+        raise ValueError("attention='splash' is a TPU kernel (on a GPU it would run in Pallas's interpreter): "
+                         "use 'auto', 'cudnn' or 'cudnn-ragged'")
 
     def run(q: Array, k: Array, v: Array, segment_ids: Array) -> Array:
         kernel = _splash_kernel(q.shape[2], length, platform != "tpu")

@@ -148,10 +148,12 @@ def compile_for(config: Any, where: Target) -> dict[str, Any]:
     except Exception as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
+        splash = (", keep no attention scores for the backward pass (--config.model.attention=splash)"
+                  if where.platform == "tpu" and mcfg.attention != "splash" else "")
         raise RuntimeError(f"the step does not fit a {where.devices[0].device_kind} device: {str(e).strip()} "
                            "Lower the rows per device (global_rows, or raise grad_accum), recompute activations "
-                           "(--config.model.remat=True), or shard parameters and optimizer state over more "
-                           "devices (--config.mesh.fsdp=N)") from None
+                           f"(--config.model.remat=True){splash}, or shard parameters and optimizer state over "
+                           "more devices (--config.mesh.fsdp=N)") from None
     compile_s = time.perf_counter() - t
     cost = step.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

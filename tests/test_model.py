@@ -400,3 +400,10 @@ def test_splash_attention_computes_the_segment_masked_attention():
     narrow = {k: v[:, :64] if v.shape[1] == 128 else v for k, v in batch.items()}
     text = jax.jit(lambda p: model_lib.score(splash, p, narrow)).lower(params).as_text()
     assert "pallas" not in text.lower()
+
+
+def test_splash_is_refused_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    q = jnp.zeros((1, 128, 2, 8))
+    with pytest.raises(ValueError, match="TPU kernel.*cudnn-ragged"):
+        model_lib.splash_attention(q, q, q, {"segment_ids": jnp.ones((1, 128), jnp.int32)}, None)

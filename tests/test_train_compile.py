@@ -132,7 +132,7 @@ def test_a_step_over_a_chips_memory_fails_with_what_to_change(tpu_python) -> Non
     proc = _compile_on(tpu_python, "--topology", "v5e-4", "--config.global_rows=262144")
     assert proc.returncode == 1
     assert "the step does not fit a TPU v5 lite device" in proc.stderr and "RESOURCE_EXHAUSTED" in proc.stderr
-    assert "--config.model.remat=True" in proc.stderr
+    assert "--config.model.remat=True" in proc.stderr and "--config.model.attention=splash" in proc.stderr
 
 
 def test_a_slice_with_more_hosts_than_readers_is_refused(tpu_python) -> None:
