@@ -1,6 +1,7 @@
 """Several processes on this machine form one JAX cluster over 127.0.0.1 (gloo collectives): they
 train `tiny` on the data build's shards with the same losses as one process on the same global
-batch, save cooperatively, resume with another process count, and evaluate over the whole split."""
+batch (also with fsdp across processes), save cooperatively, resume with another process count and
+mesh, and evaluate over the whole split."""
 
 from __future__ import annotations
 
@@ -31,13 +32,13 @@ def free_port() -> int:
 
 
 def train_cli(data_dir: str, workdir, num_steps: int, *, processes: int, devices_per_process: int,
-              stop_after: int | None = None) -> None:
+              stop_after: int | None = None, flags: tuple[str, ...] = ()) -> None:
     """Runs `python -m cappy_jax.train` as `processes` processes of one cluster; fails with their logs."""
     port = free_port()
     args = ["--config", "configs/pretrain.py:tiny", "--workdir", str(workdir), f"--config.data.dir={data_dir}",
             "--config.data.max_len=64", "--config.data.eval_rows=8", "--config.model.dropout_rate=0.0",
             f"--config.num_steps={num_steps}", "--config.eval_every=0", "--config.checkpoint_every=2",
-            "--config.log_every=1", *([f"--stop_after={stop_after}"] if stop_after else [])]
+            "--config.log_every=1", *([f"--stop_after={stop_after}"] if stop_after else []), *flags]
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}"}
     cluster = [] if processes == 1 else ["--coordinator_address", f"127.0.0.1:{port}",
                                          "--num_processes", str(processes)]
@@ -74,12 +75,13 @@ def test_processes_train_like_one_and_resume_on_another_count(data_dir, tmp_path
     one = tmp_path / "one"
     train_cli(data_dir, one, 6, processes=1, devices_per_process=4)
     many = tmp_path / "many"
-    train_cli(data_dir, many, 6, processes=2, devices_per_process=2, stop_after=4)  # 2 processes x 2 devices
+    # 2 processes x 2 devices, parameters and Adam moments sharded over fsdp across the processes
+    train_cli(data_dir, many, 6, processes=2, devices_per_process=2, stop_after=4, flags=("--config.mesh.fsdp=2",))
     assert checkpoint.training_steps(many) == [2, 4]
     # Every reader's iterator state was saved, by whichever process ran it.
     assert sorted(p.name.split(".")[0] for p in (many / "data_state" / "4").iterdir()
                   if p.suffix == ".index") == [f"reader_{r}" for r in range(4)]
-    train_cli(data_dir, many, 6, processes=4, devices_per_process=1)   # resumed by 4 processes
+    train_cli(data_dir, many, 6, processes=4, devices_per_process=1)   # resumed by 4 processes, data parallel
     ref, got = losses(one), losses(many)
     assert sorted(got) == sorted(ref) == list(range(1, 7))
     np.testing.assert_allclose([got[s] for s in range(1, 7)], [ref[s] for s in range(1, 7)], rtol=2e-5)
