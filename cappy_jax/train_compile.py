@@ -15,16 +15,20 @@ memory on a 2-core machine). The TPU compiler refuses a program larger than a ch
 target that compiles fits (the whole step, its temporaries included). TPU targets need libtpu, the compiler (no TPU): `pip install 'jax[tpu]'`;
 off a TPU VM it prints warnings that it cannot find one, harmless here. `cpu:N` compiles for N host
 devices (layout checks; no memory limit). Prints per-device memory and FLOPs per step; `--output`
-writes them as JSON.
+writes them as JSON. `--largest N` searches the most rows per device that fit a TPU target instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -171,6 +175,63 @@ def compile_for(config: Any, where: Target) -> dict[str, Any]:
     }
 
 
+def search_largest(fits: Callable[[int], bool], start: int, step: int, limit: int = 1 << 20) -> tuple[int, int]:
+    """The most rows per device, a multiple of `step`, for which `fits` holds, and the fewest found not to
+    (0 when `step` rows do not fit; `limit` when nothing up to it failed): doubling or halving from
+    `start`, then bisecting. Pure but for `fits`."""
+    rows = max(step, start // step * step)
+    if fits(rows):
+        lo, hi = rows, 2 * rows
+        while hi <= limit and fits(hi):
+            lo, hi = hi, 2 * hi
+        hi = min(hi, limit)
+    else:
+        lo, hi = 0, rows
+        while hi > step:
+            half = max(step, hi // 2 // step * step)
+            if fits(half):
+                lo = half
+                break
+            hi = half
+    while lo and hi - lo > step:
+        mid = lo + (hi - lo) // step // 2 * step
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo, hi
+
+
+def largest(config: Any, topology: str, step: int, argv: list[str]) -> dict[str, Any]:
+    """Searches the rows per device that fit a TPU target, one process per compilation: the TPU compiler
+    holds gigabytes of host memory per roberta-large compilation, and gives little of it back. This
+    process does not load libtpu (its lock would keep the compiling processes out)."""
+    if topology.startswith("cpu"):
+        raise ValueError(f"--largest needs a TPU target, which has a memory limit, not {topology}")
+    grid = tpu_topology(topology)["topology_name"].partition(":")[2]
+    sizes = dict(zip(sharding_lib.MESH_AXES, sharding_lib.mesh_shape(dict(config.mesh), math.prod(
+        int(n) for n in grid.split("x")))))
+    dp, accum = math.prod(sizes[a] for a in sharding_lib.BATCH_AXES), int(config.grad_accum)
+    unit = math.lcm(dp, int(config.data.readers)) // dp  # rows per device that keep every reader's share whole
+    step = math.lcm(unit, max(1, step))
+    base = [a for a in argv if not a.startswith(("--largest", "--output"))]
+    tried: dict[int, dict[str, Any] | None] = {}
+
+    def fits(rows: int) -> bool:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "report.json")
+            cmd = [sys.executable, "-m", "cappy_jax.train_compile", *base,
+                   f"--config.global_rows={rows * dp * accum}", f"--output={out}"]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode and "does not fit" not in proc.stderr:
+                raise RuntimeError(f"compiling {rows} rows per device failed: {proc.stderr.strip()[-2000:]}")
+            tried[rows] = json.loads(open(out).read()) if not proc.returncode else None
+        verdict = f"{tried[rows]['train_step']['total'] / GIB:.2f} GiB" if tried[rows] else "does not fit"
+        print(f"{rows} rows per device ({rows * dp * accum} global): {verdict}", flush=True)
+        return tried[rows] is not None
+
+    lo, hi = search_largest(fits, int(config.global_rows) // (dp * accum), step)
+    return {"rows_per_device": lo, "global_rows": lo * dp * accum, "refused_rows_per_device": hi,
+            "step": step, "report": tried.get(lo), "tried": {r: (t or {}).get("train_step") for r, t in tried.items()}}
+
+
 def summary(report: dict[str, Any]) -> str:
     """The report as a few lines a person reads."""
     gib = lambda n: f"{n / GIB:.2f} GiB"
@@ -204,10 +265,19 @@ def main(argv: list[str]) -> None:
     quiet_logging()
     f = flags.FLAGS
     try:
-        report = compile_for(f.config, target(f.topology))
+        if f.largest:
+            report = largest(f.config, f.topology, f.largest, sys.argv[1:])
+        else:
+            report = compile_for(f.config, target(f.topology))
     except (ValueError, RuntimeError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(summary(report), flush=True)
+    if f.largest:
+        print(f"largest: {report['rows_per_device']} rows per device (--config.global_rows={report['global_rows']}) "
+              f"fit; {report['refused_rows_per_device']} did not (searched in steps of {report['step']})")
+        if report["report"]:
+            print(summary(report["report"]), flush=True)
+    else:
+        print(summary(report), flush=True)
     if f.output:
         with open(f.output, "w") as out:
             json.dump(report, out, indent=1)
@@ -223,6 +293,9 @@ def run() -> None:
     flags.DEFINE_string("topology", None, "What to compile for: a TPU slice (v4-8 .. v4-4096, v5p-N, v5e-N, "
                         "v6e-N; needs libtpu) or cpu:N (N host devices).")
     flags.DEFINE_string("output", "", "Also write the report here, as JSON.")
+    flags.DEFINE_integer("largest", 0, "N > 0: instead, search the most rows per device that fit (TPU targets), "
+                         "to a multiple of N rows, with global_rows varied and all else as given; one process "
+                         "per compilation.")
     flags.mark_flags_as_required(["config", "topology"])
     # Compiling for a target needs no local accelerator, and must not take the TPU of a VM that is training.
     os.environ.setdefault("JAX_PLATFORMS", "cpu")

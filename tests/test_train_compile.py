@@ -68,6 +68,20 @@ def test_compiles_for_host_devices_and_fsdp_shards_the_state() -> None:
     assert "8 x cpu on 1 host(s)" in train_compile.summary(data_parallel)
 
 
+def test_search_for_the_largest_batch_doubles_halves_and_bisects() -> None:
+    def search(cap: int, start: int, step: int) -> tuple[tuple[int, int], list[int]]:
+        tried: list[int] = []
+        found = train_compile.search_largest(lambda rows: tried.append(rows) or rows <= cap, start, step, limit=4096)
+        return found, tried
+
+    assert search(44, 64, 8) == ((40, 48), [64, 32, 48, 40])       # too many to start with: halve, then bisect
+    assert search(200, 64, 8) == ((200, 208), [64, 128, 256, 192, 224, 208, 200])
+    assert search(3, 8, 8) == ((0, 8), [8])                        # not even one step fits
+    assert search(10**9, 64, 64)[0] == (4096, 4096)                # nothing up to the limit failed
+    with pytest.raises(ValueError, match="needs a TPU target"):
+        train_compile.largest(tiny_config(""), "cpu:8", 8, [])
+
+
 def test_layouts_that_cannot_split_are_named_before_compiling() -> None:
     cpu8 = train_compile.target("cpu:8")
     with pytest.raises(ValueError, match="global_rows=12"):
@@ -149,3 +163,16 @@ def test_splash_attention_compiles_for_a_tpu_per_device(tpu_python, tmp_path) ->
     assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["model"]["attention"] == "splash" and report["mesh"] == {"data": 2, "fsdp": 1, "tensor": 2}
+
+
+def test_largest_batch_that_fits_a_tpu_chip(tpu_python, tmp_path) -> None:
+    """One process per compilation (the parent never loads libtpu): 16,384 rows of 128 tokens per v5e chip
+    fit tiny's step, twice that does not."""
+    out = tmp_path / "largest.json"
+    proc = _compile_on(tpu_python, "--topology", "v5e-4", "--config.global_rows=65536", "--largest=16384",
+                       "--output", str(out))
+    assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
+    assert "largest: 16384 rows per device (--config.global_rows=65536) fit; 32768 did not" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["report"]["rows_per_device"] == 16384 and report["tried"]["32768"] is None
+    assert report["tried"]["16384"]["total"] < 16 * 2**30
