@@ -223,13 +223,22 @@ def largest(config: Any, topology: str, step: int, argv: list[str]) -> dict[str,
             if proc.returncode and "does not fit" not in proc.stderr:
                 raise RuntimeError(f"compiling {rows} rows per device failed: {proc.stderr.strip()[-2000:]}")
             tried[rows] = json.loads(open(out).read()) if not proc.returncode else None
-        verdict = f"{tried[rows]['train_step']['total'] / GIB:.2f} GiB" if tried[rows] else "does not fit"
+        report = tried[rows]
+        verdict = (f"{report['train_step']['total'] / GIB:.2f} GiB, {report['flops_per_step'] / rows / 1e9:,.0f} "
+                   f"GFLOP a row" if report else "does not fit")
         print(f"{rows} rows per device ({rows * dp * accum} global): {verdict}", flush=True)
-        return tried[rows] is not None
+        return report is not None
 
     lo, hi = search_largest(fits, int(config.global_rows) // (dp * accum), step)
-    return {"rows_per_device": lo, "global_rows": lo * dp * accum, "refused_rows_per_device": hi,
-            "step": step, "report": tried.get(lo), "tried": {r: (t or {}).get("train_step") for r, t in tried.items()}}
+    fitted = {r: t for r, t in tried.items() if t}
+    # Near its memory limit the TPU compiler recomputes activations on its own (its rematerialization
+    # pass): the step then counts more FLOPs a row than with room to spare.
+    least = min(fitted, default=0)
+    extra = (fitted[lo]["flops_per_step"] / lo) / (fitted[least]["flops_per_step"] / least) - 1 if lo else 0.0
+    return {"rows_per_device": lo, "global_rows": lo * dp * accum, "refused_rows_per_device": hi, "step": step,
+            "report": tried.get(lo), "extra_flops_per_row": extra, "compared_with_rows_per_device": least,
+            "tried": {r: t and {"train_step": t["train_step"], "flops_per_step": t["flops_per_step"]}
+                      for r, t in tried.items()}}
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -274,6 +283,9 @@ def main(argv: list[str]) -> None:
     if f.largest:
         print(f"largest: {report['rows_per_device']} rows per device (--config.global_rows={report['global_rows']}) "
               f"fit; {report['refused_rows_per_device']} did not (searched in steps of {report['step']})")
+        if report["extra_flops_per_row"] > 0.005:
+            print(f"  at that size the compiler recomputes activations to fit: {100 * report['extra_flops_per_row']:.1f}"
+                  f"% more FLOPs a row than at {report['compared_with_rows_per_device']} rows per device")
         if report["report"]:
             print(summary(report["report"]), flush=True)
     else:

@@ -175,4 +175,5 @@ def test_largest_batch_that_fits_a_tpu_chip(tpu_python, tmp_path) -> None:
     assert "largest: 16384 rows per device (--config.global_rows=65536) fit; 32768 did not" in proc.stdout
     report = json.loads(out.read_text())
     assert report["report"]["rows_per_device"] == 16384 and report["tried"]["32768"] is None
-    assert report["tried"]["16384"]["total"] < 16 * 2**30
+    assert report["tried"]["16384"]["train_step"]["total"] < 16 * 2**30
+    assert report["extra_flops_per_row"] == 0.0 and report["compared_with_rows_per_device"] == 16384
