@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
@@ -211,7 +212,7 @@ def largest(config: Any, topology: str, step: int, argv: list[str]) -> dict[str,
     dp, accum = math.prod(sizes[a] for a in sharding_lib.BATCH_AXES), int(config.grad_accum)
     unit = math.lcm(dp, int(config.data.readers)) // dp  # rows per device that keep every reader's share whole
     step = math.lcm(unit, max(1, step))
-    base = [a for a in argv if not a.startswith(("--largest", "--output"))]
+    base = _without_flags(argv, ("--largest", "--output"))
     tried: dict[int, dict[str, Any] | None] = {}
 
     def fits(rows: int) -> bool:
@@ -222,7 +223,7 @@ def largest(config: Any, topology: str, step: int, argv: list[str]) -> dict[str,
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode and "does not fit" not in proc.stderr:
                 raise RuntimeError(f"compiling {rows} rows per device failed: {proc.stderr.strip()[-2000:]}")
-            tried[rows] = json.loads(open(out).read()) if not proc.returncode else None
+            tried[rows] = None if proc.returncode else json.loads(pathlib.Path(out).read_text())
         report = tried[rows]
         verdict = (f"{report['train_step']['total'] / GIB:.2f} GiB, {report['flops_per_step'] / rows / 1e9:,.0f} "
                    f"GFLOP a row" if report else "does not fit")
@@ -316,6 +317,19 @@ def run() -> None:
     if n.isdigit() and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
     app.run(main)
+
+
+def _without_flags(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """`argv` less `--name=value` and `--name value` for each name."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in names:
+            skip = True
+        elif not a.startswith(tuple(n + "=" for n in names)):
+            out.append(a)
+    return out
 
 
 def _flag_value(argv: list[str], name: str) -> str:

@@ -52,6 +52,9 @@ def test_flag_value_reads_both_spellings() -> None:
     assert train_compile._flag_value(["x", "--topology=cpu:4"], "--topology") == "cpu:4"
     assert train_compile._flag_value(["x", "--topology", "v4-8"], "--topology") == "v4-8"
     assert train_compile._flag_value(["x", "--topologyx=1"], "--topology") == ""
+    argv = ["--config", "c.py", "--largest", "8", "--output=o.json", "--largestx=1", "--topology=v4-8"]
+    assert train_compile._without_flags(argv, ("--largest", "--output")) == [
+        "--config", "c.py", "--largestx=1", "--topology=v4-8"]
 
 
 def test_compiles_for_host_devices_and_fsdp_shards_the_state() -> None:
