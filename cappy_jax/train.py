@@ -150,6 +150,14 @@ def model_config(config: Any) -> model_lib.ModelConfig:
     return model_lib.ModelConfig.from_dict(knobs)
 
 
+def model_flops_per_token(config: Any, mcfg: model_lib.ModelConfig) -> float:
+    """The model FLOPs one trained token slot costs (MFU's numerator; `train_compile` sets XLA's count beside it)."""
+    return metrics_lib.encoder_flops_per_token(
+        num_layers=mcfg.num_layers, hidden_size=mcfg.hidden_size, intermediate_size=mcfg.intermediate_size,
+        seq_len=int(config.data.max_len), training=True,
+        head_positions=int(config.data.max_segments) if mcfg.last_layer_at_heads else None)
+
+
 @dataclasses.dataclass
 class Setup:
     """Everything the loop needs, built once."""
@@ -447,10 +455,7 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
     accum = int(config.grad_accum)
     accum_sh = sharding_lib.accum_batch_sharding(mesh)
     rng = jax.random.key(int(config.seed) + 1)
-    flops_per_token = metrics_lib.encoder_flops_per_token(
-        num_layers=mcfg.num_layers, hidden_size=mcfg.hidden_size, intermediate_size=mcfg.intermediate_size,
-        seq_len=int(config.data.max_len), training=True,
-        head_positions=int(config.data.max_segments) if mcfg.last_layer_at_heads else None)
+    flops_per_token = model_flops_per_token(config, mcfg)
     peak = float(config.peak_flops) or (metrics_lib.peak_flops(jax.devices()[0].device_kind) or 0.0)
     step = int(jax.device_get(state.step))
     num_steps = int(config.num_steps)

@@ -69,6 +69,22 @@ def test_compiles_for_host_devices_and_fsdp_shards_the_state() -> None:
     assert fsdp["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1} and fsdp["rows_per_device"] == 1  # rows split 8 ways too
     assert fsdp["state_bytes"] < 0.6 * data_parallel["state_bytes"]  # parameters and Adam moments split 4 ways
     assert "8 x cpu on 1 host(s)" in train_compile.summary(data_parallel)
+    # Every device computes an equal share: the model's FLOPs a device do not depend on the mesh.
+    assert fsdp["model_flops_per_step"] == data_parallel["model_flops_per_step"] > 0
+    assert "the model" in train_compile.summary(fsdp)
+
+
+def test_flops_line_says_why_xla_counts_differ_from_the_model() -> None:
+    """XLA's cost analysis counts a loop's body once: the v4-32 fsdp=16 roberta-base step's collective
+    matmuls (BENCHMARKS.md) counted 3.41 TFLOP a device against the model's 4.32."""
+    report = {"flops_per_step": 3.41e12, "model_flops_per_step": 4.32e12, "grad_accum": 1}
+    assert "collective matmul" in train_compile.flops_line(report)
+    assert "micro-batch loop" in train_compile.flops_line(dict(report, grad_accum=2))
+    assert train_compile.flops_line(dict(report, flops_per_step=4.39e12)) == (
+        "XLA counts 4.39 TFLOP per step per device, the model 4.32 TFLOP (metrics.encoder_flops_per_token)")
+    assert "recomputed" in train_compile.flops_line(dict(report, flops_per_step=6e12))
+    assert train_compile.flops_line({"flops_per_step": 2e7, "grad_accum": 1}) == (
+        "XLA counts 0.02 GFLOP per step per device")
 
 
 def test_search_for_the_largest_batch_doubles_halves_and_bisects() -> None:
