@@ -290,15 +290,6 @@ def flops_line(report: dict[str, Any]) -> str:
 
 def _flops(n: float) -> str:
     return f"{n / 1e12:.2f} TFLOP" if n >= 1e11 else f"{n / 1e9:.3g} GFLOP"
-    line += f", the model {model / 1e12:.2f} (metrics.encoder_flops_per_token)"
-    if xla < 0.97 * model:
-        why = ("one micro-batch and the update" if report["grad_accum"] > 1 else
-               "here likely a collective matmul's, which fuses a weight gradient with its reduce-scatter under fsdp")
-        line += f": XLA's count takes a loop's body once ({why}); the model's is the one for MFU"
-    elif xla > 1.1 * model:
-        line += (": the step recomputes activations (remat, or the compiler's own near the memory limit) "
-                 "or the model is small beside its embeddings, LayerNorms and optimizer")
-    return line
 
 
 def main(argv: list[str]) -> None:
