@@ -7,5 +7,5 @@ run rows8 --config.global_rows=32
 run rows8-remat --config.global_rows=32 --config.model.remat=True
 run rows32-remat --config.global_rows=128 --config.model.remat=True
 run largest-remat --config.global_rows=256 --config.model.remat=True --largest=16
-# Reused from earlier folders: 32 rows without remat and the largest without remat (32 rows a chip):
-# 2026-11-27-train-compile-largest/v4-8-xla-largest.json; 64 rows with remat: 2026-11-27-train-compile/v4-8-remat.json.
+# Reused from earlier folders: 16 rows without remat, 2026-11-27-train-compile-largest/v4-8-xla-16rows.json;
+# 32 rows, the largest without remat: 2026-11-27-train-compile-largest/v4-8-xla-largest.json; 64 rows with remat: 2026-11-27-train-compile/v4-8-remat.json.
