@@ -37,6 +37,8 @@ FAMILIES = ("roberta", "bert")
 HEAD_ACTIVATIONS = ("sigmoid", "identity")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn", "cudnn-ragged", "splash")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# `fp8`: the layers' matmuls in float8 (e4m3), forward passes only (`fp8_dot_general`).
+QUANTIZE = ("none", "fp8")
 # HF `hidden_act` names and whether they use the tanh approximation of GELU.
 ACTIVATIONS = {
     "gelu": False,
@@ -86,6 +88,9 @@ class ModelConfig:
     # so no bias is read or differentiated and no score is computed across segments (`attend`).
     # `splash`: Pallas's TPU kernel, told each token's segment (off a TPU, Pallas's slow interpreter).
     attention: str = "auto"
+    # `fp8`: the six matmuls of every layer in float8 with per-token and per-output-channel scales
+    # (`fp8_dot_general`), for scoring on GPUs with fp8 tensor cores; forward passes only.
+    quantize: str = "none"
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
@@ -100,6 +105,8 @@ class ModelConfig:
             problems.append(f"attention={self.attention!r} is not one of {ATTENTION_IMPLS}")
         if self.dtype not in DTYPES:
             problems.append(f"dtype={self.dtype!r} is not one of {DTYPES}")
+        if self.quantize not in QUANTIZE:
+            problems.append(f"quantize={self.quantize!r} is not one of {QUANTIZE}")
         if self.num_heads <= 0 or self.hidden_size % self.num_heads:
             problems.append(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if not 0.0 <= self.dropout_rate < 1.0:
@@ -257,6 +264,53 @@ def _layer_norm(config: ModelConfig, dtype: jnp.dtype, name: str) -> nn.LayerNor
         bias_init=_zeros(("embed",)),
         name=name,
     )
+
+
+FP8 = jnp.float8_e4m3fn
+
+
+def _fp8_quantize(x: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
+    """`x` in float8 scaled so each slice over `axes` spans e4m3's range; the scale keeps those axes at 1."""
+    amax = jnp.max(jnp.abs(x.astype(jnp.float32)), axis=axes, keepdims=True)
+    # Floored at the smallest normal float32: a smaller scale flushes to zero, and an all-zero row
+    # (padding) would divide 0 by 0.
+    scale = jnp.maximum(amax / float(jnp.finfo(FP8).max), jnp.finfo(jnp.float32).tiny)
+    return (x.astype(jnp.float32) / scale).astype(FP8), scale
+
+
+def fp8_dot_general(lhs: Array, rhs: Array, dimension_numbers: Any, precision: Any = None,
+                    preferred_element_type: Any = None) -> Array:
+    """`lax.dot_general` with both operands in float8 (e4m3): one scale per row of `lhs` (each token)
+    and per output column of `rhs` (each output channel). Both factor out of the sum, so they are
+    applied to the product afterwards and the product itself is a plain float8 matmul, which XLA hands
+    to the fp8 tensor cores of Hopper-class GPUs (elsewhere it computes it in higher precision). The
+    quantized activation costs no extra memory traffic: it is written at half bfloat16's bytes and the
+    matmul reads half as much. `precision` is ignored; no batch dimensions (Dense has none)."""
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+    if lhs_batch or rhs_batch:
+        raise ValueError("fp8_dot_general takes no batch dimensions")
+    lhs_contract = tuple(a % lhs.ndim for a in lhs_contract)
+    rhs_contract = tuple(a % rhs.ndim for a in rhs_contract)
+    q_lhs, lhs_scale = _fp8_quantize(lhs, lhs_contract)
+    q_rhs, rhs_scale = _fp8_quantize(rhs, rhs_contract)
+    out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
+    y = jax.lax.dot_general(q_lhs, q_rhs, dimension_numbers, preferred_element_type=out_dtype)
+    # y's axes: lhs's free axes, then rhs's; each scale is 1 along its operand's contracted axes.
+    lhs_free = [d for a, d in enumerate(lhs.shape) if a not in lhs_contract]
+    rhs_free = [d for a, d in enumerate(rhs.shape) if a not in rhs_contract]
+    lhs_scale = lhs_scale.reshape(*lhs_free, *[1] * len(rhs_free))
+    rhs_scale = rhs_scale.reshape(rhs_free)
+    return (y.astype(jnp.float32) * lhs_scale * rhs_scale).astype(out_dtype)
+
+
+def _matmul(config: ModelConfig, deterministic: bool) -> Callable[..., Array] | None:
+    """The layers' Dense `dot_general`: XLA's, or float8 for scoring (`ModelConfig.quantize`)."""
+    if config.quantize == "none":
+        return None
+    if not deterministic:
+        raise ValueError(f"quantize={config.quantize!r} is for forward passes (scoring); train with "
+                         f"quantize='none'")
+    return fp8_dot_general
 
 
 def _activation(name: str, x: Array) -> Array:
@@ -440,9 +494,10 @@ class SelfAttention(nn.Module):
         """Outputs at every position, or with `queries` (`last_layer_queries`) at those positions only."""
         cfg = self.config
         dtype = cfg.compute_dtype()
+        matmul = _matmul(cfg, self.deterministic)
 
         def project(name: str, h: Array) -> Array:
-            return nn.DenseGeneral((cfg.num_heads, cfg.head_dim), dtype=dtype,
+            return nn.DenseGeneral((cfg.num_heads, cfg.head_dim), dtype=dtype, dot_general=matmul,
                                    kernel_init=_init(cfg, ("embed", "heads", "kv")),
                                    bias_init=_zeros(("heads", "kv")), name=name)(h)
 
@@ -454,7 +509,7 @@ class SelfAttention(nn.Module):
         else:  # a few queries a row: XLA's attention over a [B, 1, S, L] mask is cheap, whatever the kernel
             q = project("query", jnp.take_along_axis(x, queries["index"][..., None], axis=1))
             y = jax.nn.dot_product_attention(q, k, v, mask=queries["mask"], implementation="xla")
-        return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=dtype,
+        return nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), dtype=dtype, dot_general=matmul,
                                kernel_init=_init(cfg, ("heads", "kv", "embed")),
                                bias_init=_zeros(("embed",)), name="out")(y)
 
@@ -476,10 +531,11 @@ class Layer(nn.Module):
         if queries is not None:
             x = jnp.take_along_axis(x, queries["index"][..., None], axis=1)
         x = _layer_norm(cfg, dtype, "attention_norm")(x + drop(h))
-        h = nn.Dense(cfg.intermediate_size, dtype=dtype, kernel_init=_init(cfg, ("embed", "mlp")),
+        matmul = _matmul(cfg, self.deterministic)
+        h = nn.Dense(cfg.intermediate_size, dtype=dtype, dot_general=matmul, kernel_init=_init(cfg, ("embed", "mlp")),
                      bias_init=_zeros(("mlp",)), name="mlp_in")(x)
         h = _activation(cfg.hidden_act, h)
-        h = nn.Dense(cfg.hidden_size, dtype=dtype, kernel_init=_init(cfg, ("mlp", "embed")),
+        h = nn.Dense(cfg.hidden_size, dtype=dtype, dot_general=matmul, kernel_init=_init(cfg, ("mlp", "embed")),
                      bias_init=_zeros(("embed",)), name="mlp_out")(h)
         return _layer_norm(cfg, dtype, "mlp_norm")(x + drop(h))
 

@@ -55,6 +55,7 @@ class ScoringOptions:
     chunk_pairs: int
     dtype: str
     attention: str
+    quantize: str
     compilation_cache_dir: str  # read by the CLIs (cli.enable_compilation_cache), not by the Scorer
 
     def __post_init__(self) -> None:
@@ -75,6 +76,8 @@ class ScoringOptions:
             problems.append(f"dtype={self.dtype!r} is not one of {model_lib.DTYPES}")
         if self.attention not in model_lib.ATTENTION_IMPLS:
             problems.append(f"attention={self.attention!r} is not one of {model_lib.ATTENTION_IMPLS}")
+        if self.quantize not in model_lib.QUANTIZE:
+            problems.append(f"quantize={self.quantize!r} is not one of {model_lib.QUANTIZE}")
         if problems:
             raise ValueError("bad scoring options: " + "; ".join(problems))
 
@@ -196,7 +199,7 @@ class Scorer:
     def __init__(self, config: model_lib.ModelConfig, params: Any, tokenizer: PairTokenizer | None,
                  opts: ScoringOptions | None = None, *, devices: Sequence[jax.Device] | None = None) -> None:
         self.opts = opts or options()
-        self.config = config.replace(dtype=self.opts.dtype, attention=self.opts.attention)
+        self.config = config.replace(dtype=self.opts.dtype, attention=self.opts.attention, quantize=self.opts.quantize)
         self.tokenizer = tokenizer
         if self.opts.max_len > self.config.max_len:
             raise ValueError(f"max_len={self.opts.max_len} exceeds the model's {self.config.max_len} positions: "

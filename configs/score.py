@@ -20,6 +20,9 @@ DEFAULT: dict[str, Any] = dict(
     chunk_pairs=65536,    # pairs tokenized and packed at once: bounds host memory on huge inputs
     dtype="auto",         # compute dtype: "auto" = bfloat16 on accelerators, float32 on CPU
     attention="auto",     # "auto" = cuDNN on GPU at 16-bit compute, XLA elsewhere; or xla | cudnn | cudnn-ragged
+    # "fp8": the encoder's matmuls in float8 e4m3 (per-token and per-output-channel scales), for GPUs with
+    # fp8 tensor cores (H100 and newer); scores move slightly (BENCHMARKS.md, "fp8 scoring"). "none": as trained.
+    quantize="none",
     # The CLIs (score, evaluate, boost) keep compiled batch shapes here across runs: one per width and row
     # count, each tens of seconds for roberta-large on a GPU. "" = off. The Scorer API leaves this to its caller.
     compilation_cache_dir="~/.cache/cappy_jax/xla",

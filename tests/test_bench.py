@@ -308,25 +308,36 @@ def test_train_shape_baseline_runs_at_our_shape_and_gives_ratios(tmp_path):
 
 
 def test_score_reduced_runs_the_scoring_api_and_the_baseline_on_the_same_lengths(tmp_path, monkeypatch):
-    from bench import score_suite
+    from bench import report, score_suite
 
     monkeypatch.setitem(score_suite.PAIRS, "tiny", 150)
     fake = tmp_path / "hf_baseline.py"
     fake.write_text(FAKE_BASELINE)
+    calls = []
+    real_baseline = report.run_baseline
+    monkeypatch.setattr(report, "run_baseline", lambda *a: calls.append(a) or real_baseline(*a))
     out, md = tmp_path / "results.jsonl", tmp_path / "BENCHMARKS.md"
-    argv = ["--suite", "score", "--cases", "tiny", "--steps", "1", "--warmup", "0", "--baseline", str(fake),
+    argv = ["--suite", "score", "--cases", "tiny,tiny-fp8", "--steps", "1", "--warmup", "0", "--baseline", str(fake),
             "--output", str(out), "--markdown", str(md)]
     records = bench_run.main(argv)
     lengths = score_suite.load_lengths(150)
-    assert [r["pairs_per_batch"] for r in records] == list(score_suite.PAIRS_PER_BATCH)
+    # Batch sizes outer (the throughput setting of every case first), cases inner, one baseline run each size.
+    assert [(r["pairs_per_batch"], r["case"]) for r in records] == [
+        (n, c) for n in score_suite.PAIRS_PER_BATCH for c in ("tiny", "tiny-fp8")]
+    assert len(calls) == len(score_suite.PAIRS_PER_BATCH)
     for r in records:
-        assert (r["case"], r["pairs"], r["steps"]) == ("tiny", 150, 1)
+        assert (r["pairs"], r["steps"]) == (150, 1)
+        assert r["quantize"] == ("fp8" if r["case"] == "tiny-fp8" else "none")
         assert r["theirs"]["n"] == 150 and r["theirs"]["model"] == "tiny"
         assert r["theirs_pairs_per_s"] == 100.0 * r["pairs_per_batch"]
         assert math.isclose(r["ratio"], r["pairs_per_s"] / r["theirs_pairs_per_s"])
         assert math.isclose(r["useful_tokens_per_s"], sum(lengths) / r["pass_s"])
         assert 0 <= r["padding_percent"] < 50
-    assert "| tiny |" in md.read_text() and len(out.read_text().splitlines()) == 2
+        if r["quantize"] == "fp8":  # measured against the unquantized scores of the same command
+            assert 0 < r["max_score_diff"] < 0.05
+        else:
+            assert r["max_score_diff"] is None
+    assert "| tiny-fp8 |" in md.read_text() and len(out.read_text().splitlines()) == 4
     with pytest.raises(SystemExit, match="no baseline"):
         bench_run.main(["--suite", "rouge", "--baseline", str(fake), "--no-markdown", "--output", str(out)])
 
@@ -688,3 +699,28 @@ def test_accelerator_script_runs_its_suites_and_falls_back_to_xla_attention(tmp_
     log = (again / "accelerator.log").read_text()
     assert "attention cudnn" not in log and "== attention kernel for every suite: xla" in log
     assert "== train-real" not in log and "== all done" in log
+
+
+def test_compare_reports_measures_how_far_two_choice_reports_are_apart(tmp_path):
+    from bench import compare_reports
+
+    def report(name, scores, accuracy):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps({"suite": "choice", "average": {"cappy": accuracy}}))
+        lines = [{"id": f"e{i}", "candidates": ["a", "b", "c"], "scores": s, "picks": {"cappy": int(np.argmax(s))}}
+                 for i, s in enumerate(scores)]
+        (d / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in lines))
+        return d
+
+    a = report("a", [[0.9, 0.1, 0.2], [0.50, 0.49, 0.1]], 0.5)
+    b = report("b", [[0.8, 0.1, 0.2], [0.48, 0.49, 0.1]], 0.0)
+    out = compare_reports.compare(a, b)
+    assert (out["examples"], out["candidates"], out["accuracy_a"], out["accuracy_b"]) == (2, 6, 0.5, 0.0)
+    assert out["same_pick"] == 0.5 and math.isclose(out["max_score_diff"], 0.1)
+    assert math.isclose(out["mean_score_diff"], 0.12 / 6)
+    assert math.isclose(out["max_gap_where_pick_changed"], 0.01)  # the flipped example nearly tied in A
+    assert 0.9 < out["spearman"] <= 1.0
+    c = report("c", [[0.9, 0.1, 0.2]], 0.5)
+    with pytest.raises(ValueError, match="different examples"):
+        compare_reports.compare(a, c)

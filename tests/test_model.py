@@ -407,3 +407,52 @@ def test_splash_is_refused_on_a_gpu(monkeypatch):
     q = jnp.zeros((1, 128, 2, 8))
     with pytest.raises(ValueError, match="TPU kernel.*cudnn-ragged"):
         model_lib.splash_attention(q, q, q, {"segment_ids": jnp.ones((1, 128), jnp.int32)}, None)
+
+
+@pytest.mark.parametrize("shapes, dims", [
+    (((3, 7, 16), (16, 4, 8)), (((2,), (0,)), ((), ()))),          # query/key/value: [B, L, H] x [H, N, D]
+    (((3, 7, 4, 8), (4, 8, 16)), (((2, 3), (0, 1)), ((), ()))),    # out: [B, L, N, D] x [N, D, H]
+])
+def test_fp8_dot_general_is_a_float8_matmul_with_row_and_column_scales(shapes, dims):
+    """The product of the two float8 operands, rescaled: equal to the matmul of the operands rounded to
+    e4m3 after scaling each row of `lhs` and each output column of `rhs` to e4m3's range."""
+    kx, kw = jax.random.split(jax.random.key(3))
+    x = jax.random.normal(kx, shapes[0]) * jnp.linspace(0.1, 30.0, shapes[0][1])[:, None].reshape(
+        (1, shapes[0][1]) + (1,) * (len(shapes[0]) - 2))  # rows of very different magnitude
+    w = jax.random.normal(kw, shapes[1]) * 0.05
+    (xc, wc), _ = dims
+    got = model_lib.fp8_dot_general(x, w, dims)
+    exact = jax.lax.dot_general(x, w, dims)
+    assert got.shape == exact.shape and got.dtype == exact.dtype
+
+    def rounded(a, axes):  # each slice over `axes` scaled to amax 448, rounded to e4m3, scaled back
+        s = jnp.max(jnp.abs(a), axis=axes, keepdims=True) / 448.0
+        return (a / s).astype(jnp.float8_e4m3fn).astype(jnp.float32) * s
+
+    np.testing.assert_allclose(got, jax.lax.dot_general(rounded(x, xc), rounded(w, wc), dims), rtol=1e-4, atol=1e-5)
+    rel = float(jnp.linalg.norm(got - exact) / jnp.linalg.norm(exact))
+    assert 1e-3 < rel < 0.06  # it does round to 3 mantissa bits, and per-row scales keep small rows precise
+    small = exact[:, 0]  # the smallest row keeps the same relative error as the largest
+    assert float(jnp.linalg.norm(got[:, 0] - small) / jnp.linalg.norm(small)) < 0.06
+    zero = model_lib.fp8_dot_general(jnp.zeros_like(x), w, dims)
+    assert not np.any(np.asarray(zero))  # an all-zero row (padding) stays zero, without NaNs
+
+
+def test_fp8_scoring_runs_every_layer_matmul_in_float8_and_tracks_the_scores():
+    config = tiny_config()
+    params = model_lib.init_params(config, jax.random.key(4))
+    ids, types = random_pairs(np.random.default_rng(5), [8, 16, 33, 5, 21], config.vocab_size, "roberta")
+    f32 = our_scores(config, params, ids, types, max_len=64, max_segments=2)
+    fp8 = our_scores(config.replace(quantize="fp8"), params, ids, types, max_len=64, max_segments=2)
+    assert not np.array_equal(fp8, f32)
+    np.testing.assert_allclose(fp8, f32, atol=2e-2)
+    batch = model_lib.dummy_batch(2, 16, 2)
+    text = jax.jit(model_lib.score, static_argnums=0).lower(config.replace(quantize="fp8"), params, batch).as_text()
+    f8_dots = re.findall(r"stablehlo\.dot_general %\S+, %\S+, [^\n]*: \(tensor<[^>]*xf8E4M3FN>, tensor<[^>]*xf8E4M3FN>\)",
+                         text)
+    assert len(f8_dots) == 6 * config.num_layers  # query, key, value, out, mlp_in, mlp_out; not the head
+    with pytest.raises(ValueError, match="quantize='fp8' is for forward passes"):
+        model_lib.Scorer(config.replace(quantize="fp8")).apply(
+            {"params": params}, batch, deterministic=False, rngs={"dropout": jax.random.key(0)})
+    with pytest.raises(ValueError, match="quantize='int4' is not one of"):
+        config.replace(quantize="int4")

@@ -107,6 +107,8 @@ def test_options_are_validated() -> None:
         scoring.options(widths=(64, 32, 512))
     with pytest.raises(ValueError, match="unknown score variant"):
         scoring.options("huge")
+    with pytest.raises(ValueError, match="quantize='int8' is not one of"):
+        scoring.options(quantize="int8")
 
 
 def test_max_len_beyond_the_position_table_is_refused(tiny_scorer_dir) -> None:
@@ -148,3 +150,24 @@ def test_a_slow_first_dispatch_of_a_batch_shape_is_logged_once(tiny_scorer_dir, 
     with caplog.at_level("INFO", logger="cappy_jax.scoring"):
         Scorer.from_checkpoint(str(tiny_scorer_dir), **TINY).score(workloads[0])  # fast first dispatches: quiet
     assert not [r for r in caplog.records if "compiled batch shape" in r.getMessage()]
+
+
+def test_fp8_keeps_real_encoder_embeddings(minilm_dir, tmp_path) -> None:
+    """Real weights (all-MiniLM-L6-v2) with `quantize='fp8'`: each mean-pooled embedding stays within
+    cosine 0.99 of float32's, pairwise similarities within 0.03, and the cosine baseline's picks hold."""
+    from cappy_jax import baselines
+
+    scorer_dir = convert.from_hf(str(minilm_dir), str(tmp_path / "s"))
+    knobs = dict(dtype="float32", max_len=128, row_len=128, widths=(32, 64, 128), batch_tokens=256, max_segments=3)
+    exact, fp8 = (Scorer.from_checkpoint(str(scorer_dir), quantize=q, **knobs) for q in ("none", "fp8"))
+    texts = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
+             "A man is riding a horse.", "Two men pushed carts through the woods.",
+             "Q: What is the capital of France? A: Paris", "def f(x): return x * 2  # doubles its input"]
+    a, b = exact.embed(texts), fp8.embed(texts)
+    assert not np.array_equal(a, b)
+    a, b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+    assert np.all((a * b).sum(1) > 0.99)
+    assert np.abs(a @ a.T - b @ b.T).max() < 0.03
+    items = [("A man eats something.", [texts[2], texts[0], texts[3]]), ("Someone rides an animal.", texts[:5]),
+             ("Where is the Eiffel tower?", texts[4:])]
+    assert baselines.cosine_choice(fp8, items) == baselines.cosine_choice(exact, items)
