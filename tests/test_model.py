@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -456,3 +457,29 @@ def test_fp8_scoring_runs_every_layer_matmul_in_float8_and_tracks_the_scores():
             {"params": params}, batch, deterministic=False, rngs={"dropout": jax.random.key(0)})
     with pytest.raises(ValueError, match="quantize='int4' is not one of"):
         config.replace(quantize="int4")
+
+
+def test_scoring_lowers_for_cuda_with_each_fused_kernel_and_fp8(monkeypatch):
+    """The scoring path the GPU benchmark runs, lowered for CUDA here (cuDNN's version checks stubbed):
+    forward kernels only, one per layer but the last (the head's few queries take XLA's attention), and
+    with `quantize='fp8'` six float8 matmuls a layer."""
+    from jax import export
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn
+
+    monkeypatch.setattr(cudnn, "check_cudnn_version", lambda: 91000)
+    monkeypatch.setattr(cudnn, "check_compute_capability", lambda capability: True)
+    base = tiny_config().replace(dtype="bfloat16")
+    params = model_lib.init_params(base, jax.random.key(0))
+    ids, types = random_pairs(np.random.default_rng(2), [5, 17, 3, 40, 12, 9], 100, "roberta")
+    batch = packing.make_batch(ids, types, packing.pack_lengths([len(x) for x in ids], 64, 4), max_len=64,
+                               max_segments=4, pad_id=1)
+    batch = {k: batch[k] for k in packing.MODEL_INPUTS if k in batch}
+    checks = [export.DisabledSafetyCheck.custom_call(f"__cudnn$fmha{k}") for k in ("Softmax", "ScaleBiasSoftmax")]
+    for impl, kernel in (("cudnn-ragged", "fmhaSoftmax"), ("cudnn", "fmhaScaleBiasSoftmax")):
+        for quantize, f8_dots in (("none", 0), ("fp8", 6 * base.num_layers)):
+            config = base.replace(attention=impl, quantize=quantize)
+            p = model_lib.inference_params(config, params)
+            text = export.export(jax.jit(functools.partial(model_lib.score, config)), platforms=["cuda"],
+                                 disabled_checks=checks)(p, batch).mlir_module()
+            assert re.findall(r"custom_call @__cudnn\$(\w+)", text) == [kernel] * (base.num_layers - 1)
+            assert len(re.findall(r"xf8E4M3FN>, tensor<[^>]*xf8E4M3FN>\) ->", text)) == f8_dots
