@@ -53,7 +53,8 @@ SUITES: dict[str, Suite] = {
               "512 tokens, 32 rows per device, bf16)"),
         Suite("score", "bench.score_suite",
               "pairs/s of the scoring API on real BIG-bench pair lengths at two batch sizes, next to "
-              "hf_baseline.py's scoring (--baseline) in the same command"),
+              "hf_baseline.py's scoring (--baseline) in the same command; SIZE-fp8 cases score with float8 "
+              "matmuls"),
         Suite("train-real", "bench.train_real",
               "training pairs/s on real BIG-bench pair lengths: packed rows vs the reference's pad-to-512 vs "
               "dynamic padding, same pairs, same run; hf_baseline.py's train-real with --baseline"),
