@@ -168,6 +168,23 @@ def _unpack(values: list[np.ndarray], pair_index: list[np.ndarray], n: int) -> n
     return out
 
 
+def fp8_speed_note(device: jax.Device) -> str | None:
+    """Why float8 matmuls will not be faster on `device`, or None where they can be (fp8 tensor cores:
+    CUDA compute capability 8.9 and up). Elsewhere XLA computes them in higher precision: same scores."""
+    if device.platform != "gpu":
+        return (f"{device.platform} has no float8 matmul units: the scores are a GPU's, but it runs slower than "
+                f"quantize='none'")
+    capability = getattr(device, "compute_capability", None)
+    try:
+        major, minor = (int(x) for x in str(capability).split(".")[:2])
+    except ValueError:
+        return None  # not CUDA's numbering (e.g. ROCm): let the benchmark tell
+    if (major, minor) < (8, 9):
+        return (f"{device.device_kind} (compute capability {capability}) has no fp8 tensor cores: scores as on "
+                f"an H100, but no faster than 'none'")
+    return None
+
+
 def check_source(*, checkpoint: str | None, hf: str | None, step: int | None = None,
                  head_activation: str | None = None) -> None:
     """The CLIs' `--checkpoint | --hf` choice; a ValueError names the flag to change."""
@@ -209,6 +226,8 @@ class Scorer:
                              f"{self.config.vocab_size}: tokenizer and weights come from different models")
         checkpoint.check_params(params, self.config)
         self.devices = list(devices or jax.local_devices())
+        if self.config.quantize == "fp8" and (note := fp8_speed_note(self.devices[0])):
+            log.warning("quantize='fp8': %s", note)
         self.mesh = sharding.make_mesh({"data": -1}, self.devices)
         self._rows_sharding = sharding.batch_sharding(self.mesh)
         self.params = jax.device_put(model_lib.inference_params(self.config, params), sharding.replicated(self.mesh))

@@ -171,3 +171,17 @@ def test_fp8_keeps_real_encoder_embeddings(minilm_dir, tmp_path) -> None:
     items = [("A man eats something.", [texts[2], texts[0], texts[3]]), ("Someone rides an animal.", texts[:5]),
              ("Where is the Eiffel tower?", texts[4:])]
     assert baselines.cosine_choice(fp8, items) == baselines.cosine_choice(exact, items)
+
+
+def test_fp8_says_where_it_will_not_be_faster(tiny_scorer_dir, caplog) -> None:
+    import types
+
+    with caplog.at_level("WARNING", logger="cappy_jax.scoring"):
+        Scorer.from_checkpoint(str(tiny_scorer_dir), quantize="fp8", **TINY)
+    assert "cpu has no float8 matmul units" in caplog.text
+
+    def gpu(capability: str):
+        return types.SimpleNamespace(platform="gpu", compute_capability=capability, device_kind="NVIDIA X")
+
+    assert "no fp8 tensor cores" in scoring.fp8_speed_note(gpu("8.0"))  # A100
+    assert scoring.fp8_speed_note(gpu("8.9")) is None and scoring.fp8_speed_note(gpu("9.0")) is None
