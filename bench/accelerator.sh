@@ -7,9 +7,9 @@
 # command). Order: attention kernel checks (cudnn-ragged, else cudnn, else xla: the first that runs
 # and agrees with XLA's attention is used by every suite; ATTENTION=NAME skips the checks, for a
 # second command on a machine where the first already chose), then the three suites with ratios
-# (train-real, train-shape, score), then profile, memory, score-fp8 (score's case beside the same case
-# with the layers' matmuls in float8, `quantize='fp8'`, and the baseline, in one process; the
-# unquantized shapes come from the disk cache when score ran first), and when cudnn-ragged was chosen
+# (train-real, train-shape, score: the case and then the case with the layers' matmuls in float8,
+# `quantize='fp8'`, at each batch size, so the unquantized ratio lands first), then profile, memory, and
+# when cudnn-ragged was chosen
 # train-real-cudnn (train-real's packed recipe again with the dense-mask cudnn kernel: what the ragged
 # layout gains) and train-real-slots (packed rows of at most 16 against at most 8 pairs: cuDNN's ragged
 # layout runs every slot of every row as a sequence, used or not, and rows hold 3.3 pairs on average).
@@ -31,7 +31,7 @@ baseline=${1:?usage: bash bench/accelerator.sh HF_BASELINE [OUTDIR] [SECONDS] [C
 out=${2:-bench/accelerator-out}
 budget=${3:-540}
 case=${4:-large}
-suites=",${5:-train-real,train-shape,score,profile,memory,score-fp8,train-real-cudnn,train-real-slots},"
+suites=",${5:-train-real,train-shape,score,profile,memory,train-real-cudnn,train-real-slots},"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/cappy_jax_xla_cache}
@@ -92,10 +92,9 @@ run_suite() {  # run_suite LABEL CAP [ARGS...]: LABEL names it in SUITES; SUITE 
 XLA_PYTHON_CLIENT_MEM_FRACTION=$beside run_suite train-real 270 --cases "$case" --recipes packed,pad512 --baseline "$baseline"
 XLA_PYTHON_CLIENT_MEM_FRACTION=$beside run_suite train-shape 200 --cases "$( [[ $case == tiny ]] && echo tiny || echo "${TRAIN_SHAPE_CASES:-large}" )" \
   --baseline "$baseline"
-XLA_PYTHON_CLIENT_MEM_FRACTION=$beside run_suite score 200 --cases "$case" --baseline "$baseline"
+XLA_PYTHON_CLIENT_MEM_FRACTION=$beside run_suite score 260 --cases "$case,$case-fp8" --baseline "$baseline"
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" run_suite profile 150 --cases "$case"
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0" run_suite memory 300 --cases "$case"
-XLA_PYTHON_CLIENT_MEM_FRACTION=$beside SUITE=score run_suite score-fp8 200 --cases "$case,$case-fp8" --baseline "$baseline"
 if [[ $kernel == cudnn-ragged ]]; then
   # What the ragged layout gains over the dense-mask kernel on packed rows, then what fewer slots a row gain
   # (packed's compilation comes from the disk cache: train-real compiled it).
