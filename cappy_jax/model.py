@@ -142,18 +142,19 @@ class ModelConfig:
         return self.dtype if self.dtype != "auto" else ("float32" if platform == "cpu" else "bfloat16")
 
     def for_platform(self, platform: str) -> ModelConfig:
-        """`dtype='auto'` resolved as it is on `platform`, and off a GPU `attention='auto'` too (XLA's): for
-        compiling on one machine for another (`train_compile`)."""
-        dtype = self._dtype_on(platform)
-        attention = self.attention if self.attention != "auto" or platform == "gpu" else "xla"
-        return self.replace(dtype=dtype, attention=attention)
+        """The `auto` knobs (`dtype`, `attention`) resolved as they are on `platform`: for compiling on one
+        machine for another (`train_compile`)."""
+        return self.replace(dtype=self._dtype_on(platform), attention=self._attention_on(platform))
 
     def attention_impl(self) -> str:
         """`auto`: cuDNN's fused kernel where it runs (a GPU, 16-bit compute, head size a multiple of 8
         up to 128), XLA's attention elsewhere, so float32 runs on a GPU work too."""
+        return self._attention_on(jax.default_backend())
+
+    def _attention_on(self, platform: str) -> str:
         if self.attention != "auto":
             return self.attention
-        fused_ok = (jax.default_backend() == "gpu" and self.compute_dtype() in (jnp.bfloat16, jnp.float16)
+        fused_ok = (platform == "gpu" and self._dtype_on(platform) in ("bfloat16", "float16")
                     and self.head_dim % 8 == 0 and self.head_dim <= 128)
         return "cudnn" if fused_ok else "xla"
 

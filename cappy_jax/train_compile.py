@@ -3,6 +3,7 @@
     python -m cappy_jax.train_compile --config configs/pretrain.py:large --topology v4-32
     python -m cappy_jax.train_compile --config configs/pretrain.py:large --topology v5e-16 \
         --config.mesh.data=4 --config.mesh.fsdp=4 --config.model.remat=True
+    python -m cappy_jax.train_compile --config configs/pretrain.py:large --topology h100x8
     python -m cappy_jax.train_compile --config configs/pretrain.py:tiny --topology cpu:8
 
 Builds the train step exactly as `python -m cappy_jax.train` does (`train.build`: state shardings from
@@ -13,13 +14,18 @@ that does not fit a chip's memory fail here, on a laptop, instead of after the s
 provisioned and the data is read (roberta-large for a TPU: two to three minutes and up to 15 GB of
 memory on a 2-core machine). The TPU compiler refuses a program larger than a chip's HBM, so a TPU
 target that compiles fits (the whole step, its temporaries included). TPU targets need libtpu, the compiler (no TPU): `pip install 'jax[tpu]'`;
-off a TPU VM it prints warnings that it cannot find one, harmless here. `cpu:N` compiles for N host
-devices (layout checks; no memory limit). Prints per-device memory and FLOPs per step; `--output`
-writes them as JSON. `--largest N` searches the most rows per device that fit a TPU target instead.
+off a TPU VM it prints warnings that it cannot find one, harmless here. GPU targets (`h100`, `h200x8`,
+...) need JAX's CUDA plugin and no GPU (`pip install --no-deps jax-cuda12-plugin==V jax-cuda12-pjrt==V`,
+V = jax's version; it warns that it finds no CUDA, harmless here); XLA's GPU compiler does not refuse a
+program over a device's memory, so this module compares its estimate with the device's, and compiles
+without autotuning (there is nothing to time kernels on). `cpu:N` compiles for N host devices (layout
+checks; no memory limit). Prints per-device memory and FLOPs per step; `--output` writes them as JSON.
+`--largest N` searches the most rows per device that fit a TPU or GPU target instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -29,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -46,6 +52,53 @@ TPU_FAMILIES = {"v4": ("v4", 3, "megacore"), "v5p": ("v5", 3, "megacore"),
 
 
 @dataclasses.dataclass(frozen=True)
+class GpuKind:
+    """What XLA's GPU compiler reads of a GPU it compiles for (its TargetConfig), from NVIDIA's figures for
+    the SXM parts; `memory` is what the driver reports as usable."""
+
+    description: str
+    memory: int
+    bandwidth: int
+    cudnn: tuple[int, int] = (9, 8)
+
+
+# Hopper parts: compute capability 9.0, 132 SMs, 50 MiB of L2, 1.98 GHz.
+GPU_KINDS = {
+    "h100": GpuKind("NVIDIA H100 80GB HBM3", memory=84_929_347_584, bandwidth=3_352_320_000_000),
+    "h200": GpuKind("NVIDIA H200", memory=150_754_820_096, bandwidth=4_800_000_000_000),
+}
+GPUS_PER_HOST = 8
+
+
+def gpu_topology(name: str) -> tuple[GpuKind, int, int]:
+    """`h100` (one GPU), `h100x8` (a host of 8), `h200x16` (two hosts of 8) -> (kind, hosts, GPUs a host). Pure."""
+    kind, times, count = name.partition("x")
+    n = int(count) if count.isdigit() else (0 if times else 1)
+    if kind not in GPU_KINDS or n < 1 or (n > GPUS_PER_HOST and n % GPUS_PER_HOST):
+        raise ValueError(f"unknown GPU target {name!r}: {' or '.join(GPU_KINDS)}, alone or xN (N GPUs, up to "
+                         f"{GPUS_PER_HOST} a host, beyond that a multiple of {GPUS_PER_HOST})")
+    hosts = max(1, n // GPUS_PER_HOST)
+    return GPU_KINDS[kind], hosts, n // hosts
+
+
+def gpu_target_config(kind: GpuKind) -> str:
+    """The GpuTargetConfigProto text `get_topology_desc(platform='cuda', target_config=...)` takes. Pure."""
+    return f"""gpu_device_info {{
+  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
+  shared_memory_per_core: 233472 threads_per_core_limit: 2048 core_count: 132 fpus_per_core: 128
+  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
+  memory_bandwidth: {kind.bandwidth} l2_cache_size: 52428800 clock_rate_ghz: 1.98
+  device_memory_size: {kind.memory} shared_memory_per_block_optin: 232448
+  cuda_compute_capability {{ major: 9 }} registers_per_core_limit: 65536 registers_per_block_limit: 65536
+}}
+platform_name: "CUDA"
+dnn_version_info {{ major: {kind.cudnn[0]} minor: {kind.cudnn[1]} }}
+runtime_version {{ major: 12 minor: 8 }}
+device_description_str: "{kind.description}"
+"""
+
+
+@dataclasses.dataclass(frozen=True)
 class Target:
     """The devices a step is compiled for, and the hosts they belong to."""
 
@@ -53,6 +106,7 @@ class Target:
     platform: str
     devices: list
     hosts: int
+    memory: int = 0  # bytes a device holds, where the compiler does not check it itself (GPU targets)
 
 
 def chip_grid(chips: int, axes: int) -> tuple[int, ...]:
@@ -97,8 +151,20 @@ def target(name: str) -> Target:
             raise ValueError(f"{name} needs {want} CPU devices but this process has {len(devices)}: start it with "
                              f"XLA_FLAGS=--xla_force_host_platform_device_count={want} (the CLI does this itself)")
         return Target(name, "cpu", devices[:want or len(devices)], 1)
-    args = tpu_topology(name)
     from jax.experimental import topologies
+
+    if name.partition("x")[0] in GPU_KINDS:
+        kind, hosts, per_host = gpu_topology(name)
+        try:
+            devices = list(topologies.get_topology_desc(platform="cuda", target_config=gpu_target_config(kind),
+                                                        topology=f"1x{hosts}x{per_host}").devices)
+        except Exception as e:  # no CUDA plugin: jax says so in its own words
+            raise RuntimeError(
+                f"cannot describe {name}: compiling for a GPU needs JAX's CUDA plugin, not a GPU (pip install "
+                f"--no-deps jax-cuda12-plugin=={jax.__version__} jax-cuda12-pjrt=={jax.__version__}). "
+                f"{type(e).__name__}: {e}") from e
+        return Target(name, "gpu", devices, hosts, kind.memory)
+    args = tpu_topology(name)
 
     try:
         devices = list(topologies.get_topology_desc(**args).devices)
@@ -144,12 +210,18 @@ def compile_for(config: Any, where: Target) -> dict[str, Any]:
     mesh = sharding_lib.make_mesh(dict(config.mesh), devices=where.devices)
     train.check_batch_layout(config, mesh, where.hosts)
     mcfg = train.model_config(config).for_platform(where.platform)  # 'auto' as the target resolves it, not here
-    setup = train.build(config, mesh, mcfg)
     train_batch, eval_batch = abstract_batches(config, mesh)
     t = time.perf_counter()
     try:
-        step = setup.step_fn.lower(setup.abstract_state, train_batch, jax.random.key(0)).compile()
-        evaluate = setup.eval_fn.lower(setup.abstract_state.params, eval_batch).compile()
+        key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding_lib.replicated(mesh))
+        with _cudnn_described_by(where):  # the model is traced in build (eval_shape) and in lower
+            setup = train.build(config, mesh, mcfg)
+            step = setup.step_fn.lower(setup.abstract_state, train_batch, key).compile()
+            evaluate = setup.eval_fn.lower(setup.abstract_state.params, eval_batch).compile()
+        # XLA's GPU compiler does not refuse a program over the device's memory, as the TPU compiler does.
+        if where.memory and memory(step)["total"] > where.memory:
+            raise RuntimeError(f"RESOURCE_EXHAUSTED: the train step needs {memory(step)['total'] / GIB:.2f} GiB "
+                               f"of the device's {where.memory / GIB:.2f} GiB.")
     except Exception as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
@@ -179,6 +251,25 @@ def compile_for(config: Any, where: Target) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _cudnn_described_by(where: Target) -> Iterator[None]:
+    """jax's cuDNN attention asks the local cuDNN library and GPU for their versions while it traces; a GPU
+    target has neither here, so its description answers (cuDNN 9.8, compute capability 9.0). Only the
+    tracing asks: XLA compiles the fused-attention calls without the library."""
+    if where.platform != "gpu":
+        yield
+        return
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn
+
+    saved = cudnn.check_cudnn_version, cudnn.check_compute_capability
+    cudnn.check_cudnn_version = lambda: 90800
+    cudnn.check_compute_capability = lambda capability: float(capability) <= 9.0
+    try:
+        yield
+    finally:
+        cudnn.check_cudnn_version, cudnn.check_compute_capability = saved
+
+
 def search_largest(fits: Callable[[int], bool], start: int, step: int, limit: int = 1 << 20) -> tuple[int, int]:
     """The most rows per device, a multiple of `step`, for which `fits` holds, and the fewest found not to
     (0 when `step` rows do not fit; `limit` when nothing up to it failed): doubling or halving from
@@ -204,14 +295,17 @@ def search_largest(fits: Callable[[int], bool], start: int, step: int, limit: in
 
 
 def largest(config: Any, topology: str, step: int, argv: list[str]) -> dict[str, Any]:
-    """Searches the rows per device that fit a TPU target, one process per compilation: the TPU compiler
-    holds gigabytes of host memory per roberta-large compilation, and gives little of it back. This
-    process does not load libtpu (its lock would keep the compiling processes out)."""
+    """Searches the rows per device that fit a TPU or GPU target, one process per compilation: the TPU
+    compiler holds gigabytes of host memory per roberta-large compilation, and gives little of it back.
+    This process does not load libtpu (its lock would keep the compiling processes out)."""
     if topology.startswith("cpu"):
-        raise ValueError(f"--largest needs a TPU target, which has a memory limit, not {topology}")
-    grid = tpu_topology(topology)["topology_name"].partition(":")[2]
-    sizes = dict(zip(sharding_lib.MESH_AXES, sharding_lib.mesh_shape(dict(config.mesh), math.prod(
-        int(n) for n in grid.split("x")))))
+        raise ValueError(f"--largest needs a TPU or GPU target, which has a memory limit, not {topology}")
+    if topology.partition("x")[0] in GPU_KINDS:
+        _, hosts, per_host = gpu_topology(topology)
+        devices = hosts * per_host
+    else:
+        devices = math.prod(int(n) for n in tpu_topology(topology)["topology_name"].partition(":")[2].split("x"))
+    sizes = dict(zip(sharding_lib.MESH_AXES, sharding_lib.mesh_shape(dict(config.mesh), devices)))
     dp, accum = math.prod(sizes[a] for a in sharding_lib.BATCH_AXES), int(config.grad_accum)
     unit = math.lcm(dp, int(config.data.readers)) // dp  # rows per device that keep every reader's share whole
     step = math.lcm(unit, max(1, step))
@@ -228,21 +322,35 @@ def largest(config: Any, topology: str, step: int, argv: list[str]) -> dict[str,
                 raise RuntimeError(f"compiling {rows} rows per device failed: {proc.stderr.strip()[-2000:]}")
             tried[rows] = None if proc.returncode else json.loads(pathlib.Path(out).read_text())
         report = tried[rows]
-        verdict = (f"{report['train_step']['total'] / GIB:.2f} GiB, {report['flops_per_step'] / rows / 1e9:,.0f} "
-                   f"GFLOP a row" if report else "does not fit")
+        verdict = "does not fit"
+        if report:
+            verdict = f"{report['train_step']['total'] / GIB:.2f} GiB" + (
+                f", {report['flops_per_step'] / rows / 1e9:,.0f} GFLOP a row" if report["flops_per_step"] else "")
         print(f"{rows} rows per device ({rows * dp * accum} global): {verdict}", flush=True)
         return report is not None
 
     lo, hi = search_largest(fits, int(config.global_rows) // (dp * accum), step)
-    fitted = {r: t for r, t in tried.items() if t}
-    # Near its memory limit the TPU compiler recomputes activations on its own (its rematerialization
-    # pass): the step then counts more FLOPs a row than with room to spare.
-    least = min(fitted, default=0)
-    extra = (fitted[lo]["flops_per_step"] / lo) / (fitted[least]["flops_per_step"] / least) - 1 if lo else 0.0
     return {"rows_per_device": lo, "global_rows": lo * dp * accum, "refused_rows_per_device": hi, "step": step,
-            "report": tried.get(lo), "extra_flops_per_row": extra, "compared_with_rows_per_device": least,
+            "report": tried.get(lo), **recomputation(tried, lo),
             "tried": {r: t and {"train_step": t["train_step"], "flops_per_step": t["flops_per_step"]}
                       for r, t in tried.items()}}
+
+
+def recomputation(tried: dict[int, dict[str, Any] | None], rows: int) -> dict[str, Any]:
+    """How far the step at `rows` a device recomputes, against the fewest rows tried that fit. Pure.
+
+    Near its memory limit a compiler recomputes activations on its own (its rematerialization pass): the
+    step then counts more FLOPs a row (`extra_flops_per_row`), and keeps fewer temporaries a row
+    (`temporaries_per_row_ratio`, well under 1). XLA's GPU compiler gives no FLOP count, so there the
+    temporaries are the only sign (it keeps a step under about 75% of the device's memory)."""
+    fitted = {r: t for r, t in tried.items() if t}
+    least = min(fitted, default=0)
+    if not rows or not least:
+        return {"extra_flops_per_row": 0.0, "temporaries_per_row_ratio": 1.0, "compared_with_rows_per_device": least}
+    a, b = fitted[rows], fitted[least]
+    extra = ((a["flops_per_step"] / rows) / (b["flops_per_step"] / least) - 1) if b["flops_per_step"] else None
+    temps = (a["train_step"]["temporaries"] / rows) / max(1, b["train_step"]["temporaries"] / least)
+    return {"extra_flops_per_row": extra, "temporaries_per_row_ratio": temps, "compared_with_rows_per_device": least}
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -273,6 +381,9 @@ def flops_line(report: dict[str, Any]) -> str:
     the compiler makes of a weight gradient and its reduce-scatter (`windowed_dot_general` in the HLO; at
     fsdp=16 on a v4-32 XLA counts 22% under the model, at fsdp=4 on a v4-8 as much as data parallelism)."""
     xla, model = report["flops_per_step"], report.get("model_flops_per_step", 0.0)
+    if not xla:  # XLA's GPU compiler, for one, reports none
+        return "XLA gives no FLOP count for this target" + (
+            f"; the model counts {_flops(model)} per step per device (metrics.encoder_flops_per_token)" if model else "")
     line = f"XLA counts {_flops(xla)} per step per device"
     if not model:
         return line
@@ -310,9 +421,15 @@ def main(argv: list[str]) -> None:
     if f.largest:
         print(f"largest: {report['rows_per_device']} rows per device (--config.global_rows={report['global_rows']}) "
               f"fit; {report['refused_rows_per_device']} did not (searched in steps of {report['step']})")
-        if report["extra_flops_per_row"] > 0.005:
+        than = f"than at {report['compared_with_rows_per_device']} rows per device"
+        if report["extra_flops_per_row"] is not None and report["extra_flops_per_row"] > 0.005:
             print(f"  at that size the compiler recomputes activations to fit: {100 * report['extra_flops_per_row']:.1f}"
-                  f"% more FLOPs a row than at {report['compared_with_rows_per_device']} rows per device")
+                  f"% more FLOPs a row {than}")
+        elif report["extra_flops_per_row"] is None and report["temporaries_per_row_ratio"] < 0.8:
+            print(f"  at that size the compiler recomputes activations to fit: it keeps "
+                  f"{100 * report['temporaries_per_row_ratio']:.0f}% of the temporaries a row it keeps at "
+                  f"{report['compared_with_rows_per_device']} rows per device (XLA gives no FLOP count here to say "
+                  "how much it recomputes)")
         if report["report"]:
             print(summary(report["report"]), flush=True)
     else:
@@ -330,18 +447,26 @@ def run() -> None:
     config_flags.DEFINE_config_file("config", None, "A training config, e.g. configs/pretrain.py:large.",
                                     lock_config=True)
     flags.DEFINE_string("topology", None, "What to compile for: a TPU slice (v4-8 .. v4-4096, v5p-N, v5e-N, "
-                        "v6e-N; needs libtpu) or cpu:N (N host devices).")
+                        "v6e-N; needs libtpu), NVIDIA GPUs (h100, h200, h100x8, h200x16: 8 a host; needs JAX's "
+                        "CUDA plugin) or cpu:N (N host devices).")
     flags.DEFINE_string("output", "", "Also write the report here, as JSON.")
-    flags.DEFINE_integer("largest", 0, "N > 0: instead, search the most rows per device that fit (TPU targets), "
+    flags.DEFINE_integer("largest", 0, "N > 0: instead, search the most rows per device that fit (TPU and GPU "
+                         "targets), "
                          "to a multiple of N rows, with global_rows varied and all else as given; one process "
                          "per compilation.")
     flags.mark_flags_as_required(["config", "topology"])
-    # Compiling for a target needs no local accelerator, and must not take the TPU of a VM that is training.
+    # Compiling for a target needs no local accelerator, and must not take the TPU of a VM that is training
+    # (nor try to start a GPU backend: with none, JAX's CUDA plugin then offers only its compiler).
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    jax.config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
     # cpu:N needs N host devices before JAX starts its CPU backend, which no flag parsing does.
-    n = _flag_value(sys.argv, "--topology").partition("cpu:")[2]
+    topology = _flag_value(sys.argv, "--topology")
+    n = topology.partition("cpu:")[2]
     if n.isdigit() and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+    # A GPU target has no GPU here to time kernels on: XLA takes its default choices instead of autotuning.
+    if topology.partition("x")[0] in GPU_KINDS and "xla_gpu_autotune_level" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_gpu_autotune_level=0"
     app.run(main)
 
 

@@ -37,13 +37,26 @@ def test_slice_names_give_cloud_tpu_layouts() -> None:
         train_compile.tpu_topology("v5e-12")
 
 
+def test_gpu_names_give_hosts_of_eight() -> None:
+    for name, (kind, hosts, per_host) in {"h100": ("h100", 1, 1), "h100x2": ("h100", 1, 2), "h200x8": ("h200", 1, 8),
+                                           "h100x16": ("h100", 2, 8), "h200x64": ("h200", 8, 8)}.items():
+        got = train_compile.gpu_topology(name)
+        assert (got[0], got[1], got[2]) == (train_compile.GPU_KINDS[kind], hosts, per_host), name
+    for bad in ("a100", "h100x", "h100x0", "h100x12", "h100-8"):
+        with pytest.raises(ValueError, match="unknown GPU target"):
+            train_compile.gpu_topology(bad)
+    text = train_compile.gpu_target_config(train_compile.GPU_KINDS["h200"])
+    assert 'device_description_str: "NVIDIA H200"' in text and "device_memory_size: 150754820096" in text
+
+
 def test_auto_knobs_resolve_as_on_the_target_not_here() -> None:
     """Compiling on a CPU for a TPU: `dtype='auto'` must be the TPU's bfloat16, not this host's float32."""
     from cappy_jax.model import ModelConfig
 
     auto = ModelConfig.from_dict(dict(pretrain.VARIANTS["tiny"]["model"], dtype="auto", attention="auto"))
     assert (auto.for_platform("tpu").dtype, auto.for_platform("tpu").attention) == ("bfloat16", "xla")
-    assert auto.for_platform("cpu").dtype == "float32" and auto.for_platform("gpu").attention == "auto"
+    assert auto.for_platform("cpu").dtype == "float32" and auto.for_platform("gpu").attention == "cudnn"
+    assert auto.replace(dtype="float32").for_platform("gpu").attention == "xla"  # cuDNN's kernel is 16-bit only
     fixed = auto.replace(dtype="float32", attention="cudnn")
     assert fixed.for_platform("tpu") == fixed
 
@@ -85,6 +98,9 @@ def test_flops_line_says_why_xla_counts_differ_from_the_model() -> None:
     assert "recomputed" in train_compile.flops_line(dict(report, flops_per_step=6e12))
     assert train_compile.flops_line({"flops_per_step": 2e7, "grad_accum": 1}) == (
         "XLA counts 0.02 GFLOP per step per device")
+    assert train_compile.flops_line(dict(report, flops_per_step=0.0)) == (  # XLA's GPU compiler counts none
+        "XLA gives no FLOP count for this target; the model counts 4.32 TFLOP per step per device "
+        "(metrics.encoder_flops_per_token)")
 
 
 def test_search_for_the_largest_batch_doubles_halves_and_bisects() -> None:
@@ -97,8 +113,21 @@ def test_search_for_the_largest_batch_doubles_halves_and_bisects() -> None:
     assert search(200, 64, 8) == ((200, 208), [64, 128, 256, 192, 224, 208, 200])
     assert search(3, 8, 8) == ((0, 8), [8])                        # not even one step fits
     assert search(10**9, 64, 64)[0] == (4096, 4096)                # nothing up to the limit failed
-    with pytest.raises(ValueError, match="needs a TPU target"):
+    with pytest.raises(ValueError, match="needs a TPU or GPU target"):
         train_compile.largest(tiny_config(""), "cpu:8", 8, [])
+
+
+def test_recomputation_is_read_from_flops_or_else_from_temporaries() -> None:
+    def fit(rows: int, flops_a_row: float, temps_a_row: int) -> dict:
+        return {"flops_per_step": flops_a_row * rows, "train_step": {"temporaries": temps_a_row * rows}}
+
+    tpu = {8: fit(8, 100.0, 10), 16: fit(16, 100.0, 10), 32: fit(32, 120.0, 9), 64: None}
+    got = train_compile.recomputation(tpu, 32)
+    assert abs(got["extra_flops_per_row"] - 0.2) < 1e-9 and got["compared_with_rows_per_device"] == 8
+    gpu = {64: fit(64, 0.0, 10), 128: fit(128, 0.0, 7), 256: fit(256, 0.0, 3), 512: None}  # no FLOP count
+    got = train_compile.recomputation(gpu, 256)
+    assert got["extra_flops_per_row"] is None and abs(got["temporaries_per_row_ratio"] - 0.3) < 1e-9
+    assert train_compile.recomputation({8: None}, 0)["extra_flops_per_row"] == 0.0  # nothing fit
 
 
 def test_layouts_that_cannot_split_are_named_before_compiling() -> None:
@@ -196,3 +225,43 @@ def test_largest_batch_that_fits_a_tpu_chip(tpu_python, tmp_path) -> None:
     assert report["report"]["rows_per_device"] == 16384 and report["tried"]["32768"] is None
     assert report["tried"]["16384"]["train_step"]["total"] < 16 * 2**30
     assert report["extra_flops_per_row"] == 0.0 and report["compared_with_rows_per_device"] == 16384
+
+
+@pytest.fixture(scope="module")
+def cuda_python(tmp_path_factory) -> str:
+    """A Python that sees this environment plus JAX's CUDA plugin of this jax's version (XLA's GPU compiler; no
+    GPU, no CUDA libraries needed to compile), in a throwaway venv like `tpu_python`'s."""
+    import jax
+
+    venv = tmp_path_factory.mktemp("cuda") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", f"jax-cuda12-plugin=={jax.__version__}",
+                    f"jax-cuda12-pjrt=={jax.__version__}"], check=True, timeout=900)
+    return python
+
+
+def test_compiles_for_gpus_that_are_not_here(cuda_python, tmp_path) -> None:
+    """`auto` attention is cuDNN's on a GPU target (traced without the cuDNN library), and hosts of eight."""
+    out = tmp_path / "h100x2.json"
+    proc = _compile_on(cuda_python, "--topology", "h100x2", "--config.mesh.fsdp=2", "--output", str(out))
+    assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["platform"] == "gpu" and report["device_kind"] == "NVIDIA H100 80GB HBM3"
+    assert report["model"]["dtype"] == "bfloat16" and report["model"]["attention"] == "cudnn"
+    assert report["devices"] == 2 and report["hosts"] == 1 and report["mesh"]["fsdp"] == 2
+    assert 0 < report["state_bytes"] <= report["train_step"]["arguments"]
+    assert "XLA gives no FLOP count for this target" in proc.stdout
+    proc = _compile_on(cuda_python, "--topology", "h200x16", "--config.global_rows=32", "--config.data.eval_rows=32",
+                       "--config.model.attention=cudnn-ragged", "--output", str(out))
+    assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert (report["devices"], report["hosts"], report["device_kind"]) == (16, 2, "NVIDIA H200")
+
+
+def test_a_step_over_a_gpus_memory_fails_with_what_to_change(cuda_python) -> None:
+    """XLA's GPU compiler does not refuse it; the estimate is compared with the device's memory."""
+    proc = _compile_on(cuda_python, "--topology", "h100", "--config.global_rows=1048576", "--config.data.eval_rows=8")
+    assert proc.returncode == 1
+    assert "the step does not fit a NVIDIA H100 80GB HBM3 device" in proc.stderr
+    assert "GiB of the device's 79.10 GiB" in proc.stderr and "--config.model.remat=True" in proc.stderr
