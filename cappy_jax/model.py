@@ -20,6 +20,7 @@ table (`nn.logical_to_mesh_sharding`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -535,7 +536,9 @@ class Layer(nn.Module):
         matmul = _matmul(cfg, self.deterministic)
         h = nn.Dense(cfg.intermediate_size, dtype=dtype, dot_general=matmul, kernel_init=_init(cfg, ("embed", "mlp")),
                      bias_init=_zeros(("mlp",)), name="mlp_in")(x)
-        h = _activation(cfg.hidden_act, h)
+        # GELU's erf terms are recomputed in the backward pass rather than kept: two fewer [B, L, 4H]
+        # tensors a layer written and read back (same values; BENCHMARKS.md, "memory for one H100").
+        h = jax.checkpoint(functools.partial(_activation, cfg.hidden_act))(h)
         h = nn.Dense(cfg.hidden_size, dtype=dtype, dot_general=matmul, kernel_init=_init(cfg, ("mlp", "embed")),
                      bias_init=_zeros(("embed",)), name="mlp_out")(h)
         return _layer_norm(cfg, dtype, "mlp_norm")(x + drop(h))

@@ -483,3 +483,20 @@ def test_scoring_lowers_for_cuda_with_each_fused_kernel_and_fp8(monkeypatch):
                                  disabled_checks=checks)(p, batch).mlir_module()
             assert re.findall(r"custom_call @__cudnn\$(\w+)", text) == [kernel] * (base.num_layers - 1)
             assert len(re.findall(r"xf8E4M3FN>, tensor<[^>]*xf8E4M3FN>\) ->", text)) == f8_dots
+
+
+def test_the_mlp_keeps_only_its_activation_input_and_output_for_the_backward_pass():
+    """GELU's intermediates (erf terms) are recomputed in the backward pass, not stored: two
+    `[B, L, intermediate]` tensors a layer, where storing them took four (for roberta-large at 32 rows on an
+    H100, compiled: 17.3 GiB a step instead of 23.0; BENCHMARKS.md)."""
+    from jax._src.ad_checkpoint import saved_residuals  # what jax.ad_checkpoint.print_saved_residuals prints
+
+    config = tiny_config(dropout_rate=0.0)
+    layer = model_lib.Layer(config, deterministic=True)
+    x = jax.random.normal(jax.random.key(0), (2, 8, config.hidden_size))
+    attn = model_lib.attention_inputs("xla", jnp.ones((2, 8), jnp.int32), 1)
+    params = layer.init(jax.random.key(1), x, attn)
+    residuals = saved_residuals(lambda p, x: layer.apply(p, x, attn).sum(), params, x)
+    wide = [shape for shape, source in ((r[0].shape, r[1]) for r in residuals)
+            if shape[:2] == (2, 8) and shape[-1] == config.intermediate_size]
+    assert len(wide) == 2, residuals
