@@ -59,10 +59,11 @@ class GpuKind:
     description: str
     memory: int
     bandwidth: int
+    capability: tuple[int, int] = (9, 0)  # Hopper
     cudnn: tuple[int, int] = (9, 8)
 
 
-# Hopper parts: compute capability 9.0, 132 SMs, 50 MiB of L2, 1.98 GHz.
+# Hopper parts: 132 SMs, 50 MiB of L2, 1.98 GHz.
 GPU_KINDS = {
     "h100": GpuKind("NVIDIA H100 80GB HBM3", memory=84_929_347_584, bandwidth=3_352_320_000_000),
     "h200": GpuKind("NVIDIA H200", memory=150_754_820_096, bandwidth=4_800_000_000_000),
@@ -89,7 +90,8 @@ def gpu_target_config(kind: GpuKind) -> str:
   block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
   memory_bandwidth: {kind.bandwidth} l2_cache_size: 52428800 clock_rate_ghz: 1.98
   device_memory_size: {kind.memory} shared_memory_per_block_optin: 232448
-  cuda_compute_capability {{ major: 9 }} registers_per_core_limit: 65536 registers_per_block_limit: 65536
+  cuda_compute_capability {{ major: {kind.capability[0]} minor: {kind.capability[1]} }}
+  registers_per_core_limit: 65536 registers_per_block_limit: 65536
 }}
 platform_name: "CUDA"
 dnn_version_info {{ major: {kind.cudnn[0]} minor: {kind.cudnn[1]} }}
@@ -106,7 +108,7 @@ class Target:
     platform: str
     devices: list
     hosts: int
-    memory: int = 0  # bytes a device holds, where the compiler does not check it itself (GPU targets)
+    gpu: GpuKind | None = None  # a GPU target's description: its memory, which XLA does not check itself
 
 
 def chip_grid(chips: int, axes: int) -> tuple[int, ...]:
@@ -163,7 +165,7 @@ def target(name: str) -> Target:
                 f"cannot describe {name}: compiling for a GPU needs JAX's CUDA plugin, not a GPU (pip install "
                 f"--no-deps jax-cuda12-plugin=={jax.__version__} jax-cuda12-pjrt=={jax.__version__}). "
                 f"{type(e).__name__}: {e}") from e
-        return Target(name, "gpu", devices, hosts, kind.memory)
+        return Target(name, "gpu", devices, hosts, kind)
     args = tpu_topology(name)
 
     try:
@@ -219,9 +221,9 @@ def compile_for(config: Any, where: Target) -> dict[str, Any]:
             step = setup.step_fn.lower(setup.abstract_state, train_batch, key).compile()
             evaluate = setup.eval_fn.lower(setup.abstract_state.params, eval_batch).compile()
         # XLA's GPU compiler does not refuse a program over the device's memory, as the TPU compiler does.
-        if where.memory and memory(step)["total"] > where.memory:
+        if where.gpu and memory(step)["total"] > where.gpu.memory:
             raise RuntimeError(f"RESOURCE_EXHAUSTED: the train step needs {memory(step)['total'] / GIB:.2f} GiB "
-                               f"of the device's {where.memory / GIB:.2f} GiB.")
+                               f"of the device's {where.gpu.memory / GIB:.2f} GiB.")
     except Exception as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
@@ -254,16 +256,17 @@ def compile_for(config: Any, where: Target) -> dict[str, Any]:
 @contextlib.contextmanager
 def _cudnn_described_by(where: Target) -> Iterator[None]:
     """jax's cuDNN attention asks the local cuDNN library and GPU for their versions while it traces; a GPU
-    target has neither here, so its description answers (cuDNN 9.8, compute capability 9.0). Only the
-    tracing asks: XLA compiles the fused-attention calls without the library."""
-    if where.platform != "gpu":
+    target has neither here, so its description (`GpuKind`) answers. Only the tracing asks: XLA compiles
+    the fused-attention calls without the library."""
+    if where.gpu is None:
         yield
         return
     from jax._src.cudnn import fused_attention_stablehlo as cudnn
 
     saved = cudnn.check_cudnn_version, cudnn.check_compute_capability
-    cudnn.check_cudnn_version = lambda: 90800
-    cudnn.check_compute_capability = lambda capability: float(capability) <= 9.0
+    (major, minor), at_least = where.gpu.cudnn, where.gpu.capability
+    cudnn.check_cudnn_version = lambda: major * 10000 + minor * 100
+    cudnn.check_compute_capability = lambda capability: tuple(int(x) for x in capability.split(".")) <= at_least
     try:
         yield
     finally:

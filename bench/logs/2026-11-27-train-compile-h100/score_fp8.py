@@ -14,22 +14,21 @@ import sys
 
 import jax
 import numpy as np
-from jax.experimental import topologies
 from jax.sharding import NamedSharding, PartitionSpec
 
 sys.path.insert(0, ".")
 from cappy_jax import model as model_lib, packing, train_compile  # noqa: E402
 from configs import model as model_configs  # noqa: E402
 
-devices = topologies.get_topology_desc(platform="cuda", topology="1x1x1", target_config=train_compile.gpu_target_config(
-    train_compile.GPU_KINDS["h100"])).devices
+h100 = train_compile.target("h100")
+devices = h100.devices
 replicated = NamedSharding(jax.sharding.Mesh(np.array(devices), ("data",)), PartitionSpec())
 base = model_lib.ModelConfig.from_dict(dict(model_configs.VARIANTS["large"], dtype="bfloat16",
                                             attention="cudnn-ragged", dropout_rate=0.0))
 template = packing.make_batch([], [], [], max_len=512, max_segments=16, pad_id=1, num_rows=79)
 batch = {k: jax.ShapeDtypeStruct(template[k].shape, template[k].dtype, sharding=replicated)
          for k in packing.MODEL_INPUTS}
-with train_compile._cudnn_described_by(train_compile.Target("h100", "gpu", list(devices), 1)):
+with train_compile._cudnn_described_by(h100):
     for quantize in ("none", "fp8"):
         config = base.replace(quantize=quantize)
         params = jax.eval_shape(lambda: model_lib.inference_params(config, model_lib.init_params(config, jax.random.key(0))))
