@@ -6,8 +6,8 @@ REPORT_A and REPORT_B are `python -m cappy_jax.evaluate --output` directories of
 twice, e.g. with `--config.scoring.quantize=none` and `=fp8`. Prints one JSON line: each report's
 accuracy (mean over tasks, as report.md), the share of examples whose pick is the same, the largest and
 mean distance between the two scores of a candidate, their Spearman correlation over all candidates,
-and the smallest gap between an example's best and second-best score in A among the examples whose pick
-changed (a change where A's own scores nearly tie is rounding, not a different ranking).
+and the largest gap between an example's best and second-best score in A among the examples whose pick
+changed (a change where A's own scores nearly tie is rounding; a large gap is a different ranking).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cappy_jax import metrics
 
 def read(report: pathlib.Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """(results.json, predictions by example id)."""
@@ -27,13 +28,6 @@ def read(report: pathlib.Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]
     lines = (report / "predictions.jsonl").read_text().splitlines()
     predictions = {p["id"]: p for p in map(json.loads, lines)}
     return results, predictions
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x))
-    return ranks
 
 
 def compare(a: pathlib.Path, b: pathlib.Path, method: str = "cappy") -> dict[str, Any]:
@@ -65,7 +59,7 @@ def compare(a: pathlib.Path, b: pathlib.Path, method: str = "cappy") -> dict[str
         "accuracy_a": results_a["average"][method], "accuracy_b": results_b["average"][method],
         "same_pick": same / len(pred_a), "max_score_diff": float(diff.max()), "mean_score_diff": float(diff.mean()),
         "score_spread_a": float(sa.std()),
-        "spearman": float(np.corrcoef(_ranks(sa), _ranks(sb))[0, 1]),
+        "spearman": metrics.spearman(sa, sb),
         "max_gap_where_pick_changed": max(changed_gaps) if changed_gaps else None,
     }
 

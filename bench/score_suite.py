@@ -108,7 +108,7 @@ def padding_share(lengths: list[int], opts: scoring.ScoringOptions, devices: int
 
 @dataclasses.dataclass
 class Workload:
-    """One case's model and pairs, built once for every batch size."""
+    """One size's model and pairs, built once and shared by its cases and batch sizes."""
 
     config: model_lib.ModelConfig
     params: Any
