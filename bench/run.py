@@ -65,8 +65,8 @@ SUITES: dict[str, Suite] = {
               "per-device memory of the train step at 8 and 32 rows (and the largest that fits on an "
               "accelerator), with and without remat"),
         Suite("input", "bench.input_suite",
-              "tf.data pipeline from shards to packed batches on the host: pairs/s, packing efficiency "
-              "(imports TensorFlow)"),
+              "tf.data pipeline from shards to packed batches on the host: pairs/s, packing efficiency, "
+              "against the fastest accelerator train step in bench/results.jsonl (imports TensorFlow)"),
     )
 }
 

@@ -186,8 +186,14 @@ INPUT_KEYS = {
     "suite", "command", "env", "case", "max_segments", "open_rows", "rows", "max_len", "steps", "warmup",
     "pairs", "pairs_per_s", "rows_per_s", "useful_tokens_per_s", "packing_efficiency", "pairs_per_row",
     "first_batch_s", "cores_used", "other_load", "needs_tensorflow", "tensorflow_version", "records", "shards",
-    "length_mean", "length_median", "share_at_cap",
+    "length_mean", "length_median", "share_at_cap", "lengths", "accelerator_useful_tokens_per_s",
+    "host_over_accelerator", "accelerator_source",
 }
+
+
+def _train_real_row(device: str, recipe: str, tokens: float, date: str) -> str:
+    return json.dumps({"suite": "train-real", "case": "large", "recipe": recipe, "device_kind": device,
+                       "useful_tokens_per_s": tokens, "pairs_per_s": tokens / 150, "env": {"date": date}})
 
 
 def test_input_reduced_times_packed_and_unpacked_batches(tmp_path, monkeypatch):
@@ -197,6 +203,12 @@ def test_input_reduced_times_packed_and_unpacked_batches(tmp_path, monkeypatch):
     monkeypatch.setattr(input_suite, "DEFAULT_RECORDS", 240)
     monkeypatch.setattr(input_suite, "DEFAULT_SHARDS", 2)
     monkeypatch.setattr(input_suite, "DEFAULT_SHUFFLE_BUFFER", 64)
+    recorded = tmp_path / "recorded.jsonl"  # the accelerator rates the cases are compared with
+    recorded.write_text("\n".join([_train_real_row("cpu", "packed", 9e9, "c"),        # not an accelerator
+                                   _train_real_row("GPU X", "packed", 100_000.0, "a"),
+                                   _train_real_row("GPU Y", "packed", 200_000.0, "b"),  # the fastest: chosen
+                                   _train_real_row("GPU X", "pad512", 50_000.0, "a")]) + "\n")
+    monkeypatch.setattr(input_suite, "RESULTS", recorded)
     out, md = tmp_path / "results.jsonl", tmp_path / "BENCHMARKS.md"
     argv = ["--suite", "input", "--steps", "3", "--warmup", "1", "--output", str(out), "--markdown", str(md)]
     returned = bench_run.main(argv)
@@ -214,11 +226,31 @@ def test_input_reduced_times_packed_and_unpacked_batches(tmp_path, monkeypatch):
         assert math.isclose(r["rows_per_s"], 3 * 32 / r["seconds"], rel_tol=1e-12)
         assert math.isclose(r["pairs_per_s"], r["pairs"] / r["seconds"], rel_tol=1e-12)
         assert r["pairs_per_row"] <= r["max_segments"]
+        packed = r["max_segments"] > 1
+        assert r["accelerator_source"] == ("GPU Y, b, train-real packed" if packed else "GPU X, a, train-real pad512")
+        assert r["accelerator_useful_tokens_per_s"] == (200_000.0 if packed else 50_000.0)
+        assert math.isclose(r["host_over_accelerator"], r["useful_tokens_per_s"] / r["accelerator_useful_tokens_per_s"])
+    real = input_suite.bigbench_lengths(240)
+    assert records["packed-bigbench"]["lengths"] == "bigbench" and records["packed"]["lengths"] == "synthetic"
+    assert records["packed-bigbench"]["length_mean"] == real.mean() and records["packed-bigbench"]["records"] == 240
+    assert records["packed-bigbench"]["length_mean"] > records["packed"]["length_mean"] + 40  # real pairs are longer
     assert records["unpacked"]["pairs_per_row"] == 1.0
     assert records["packed"]["packing_efficiency"] > records["unpacked"]["packing_efficiency"]
     assert records["packed-open1"]["packing_efficiency"] > records["unpacked"]["packing_efficiency"]
     cells = _table_cells(md.read_text(), "packed", input_suite.COLUMNS)
     assert cells["efficiency"] == f"{records['packed']['packing_efficiency']:.1%}"
+    assert cells["host ÷ accelerator"] == f"{records['packed']['host_over_accelerator']:.1f}"
+
+
+def test_input_without_an_accelerator_rate_compares_with_nothing(tmp_path):
+    from bench import input_suite
+
+    record = {"max_segments": 16, "useful_tokens_per_s": 5.0}
+    assert input_suite.against_accelerator(record, tmp_path / "missing.jsonl") == {
+        "accelerator_useful_tokens_per_s": None, "host_over_accelerator": None, "accelerator_source": None}
+    only_cpu = tmp_path / "cpu.jsonl"
+    only_cpu.write_text(_train_real_row("cpu", "packed", 1e6, "a") + "\n")
+    assert input_suite.accelerator_rate("packed", only_cpu) is None
 
 
 def test_input_summarize_and_lengths():
