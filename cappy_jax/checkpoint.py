@@ -109,7 +109,9 @@ def load_scorer(directory: str | epath.PathLike, *, step: int | None = None,
             raise FileNotFoundError(f"{directory} has no {PARAMS_DIR}/ and no training checkpoint"
                                     f"{f' at step {step}' if step is not None else ''} (steps: {steps})")
         path, in_state = directory / "checkpoints" / str(step if step is not None else steps[-1]) / "state", True
-    stored = checkpointer.metadata(path).item_metadata.tree
+    # The handler's own metadata: the checkpointer's would also look for a step-level metadata file inside
+    # a training state's item directory and warn that there is none.
+    stored = ocp.StandardCheckpointHandler().metadata(path).tree
     # Orbax restores into a mismatched target without complaint, so compare shapes first.
     check_params(stored["params"] if in_state else stored, stored_config, what=f"checkpoint {path}")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

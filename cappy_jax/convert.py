@@ -279,11 +279,14 @@ def main(argv: list[str]) -> None:
     if len(argv) != 4 or argv[1] not in ("from-hf", "to-hf"):
         raise app.UsageError(f"expected `from-hf SRC DST` or `to-hf CKPT DST`, got {argv[1:]}\n{__doc__}")
     command, src, dst = argv[1:]
-    if command == "from-hf":
-        from_hf(src, dst, head_activation=f.head_activation, fresh_head=f.fresh_head, seed=f.seed,
-                overwrite=f.overwrite)
-    else:
-        to_hf(src, dst)
+    try:  # a wrong directory or an unsupported model: the message says what to pass instead
+        if command == "from-hf":
+            from_hf(src, dst, head_activation=f.head_activation, fresh_head=f.fresh_head, seed=f.seed,
+                    overwrite=f.overwrite)
+        else:
+            to_hf(src, dst)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def run() -> None:

@@ -365,8 +365,11 @@ def main(argv: list[str]) -> None:
     from cappy_jax import scoring
 
     overrides = f.config.to_dict()
-    scorer = scoring.load(checkpoint=f.checkpoint, hf=f.hf, step=f.step, head_activation=f.head_activation,
-                          **overrides)
+    try:  # a missing or mismatched scorer is the user's to fix: its message says how, a traceback would bury it
+        scorer = scoring.load(checkpoint=f.checkpoint, hf=f.hf, step=f.step, head_activation=f.head_activation,
+                              **overrides)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
     enable_compilation_cache(scorer.opts.compilation_cache_dir)
     try:
         stats = score_file(scorer, f.input, f.output, skip_bad=f.skip_bad, rejects_path=f.rejects,

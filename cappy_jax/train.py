@@ -303,7 +303,11 @@ def _pipelines(config: Any, mcfg: model_lib.ModelConfig, mesh: jax.sharding.Mesh
     data = config.data
     if not data.dir:
         raise ValueError("--config.data.dir is empty: point it at shards built by `python -m cappy_jax.data.build`")
-    manifest = json.loads(epath.Path(data.dir, "manifest.json").read_text())
+    manifest_path = epath.Path(data.dir, "manifest.json")
+    if not manifest_path.exists():  # the build writes it last: a build that did not finish has none
+        raise FileNotFoundError(f"{manifest_path} does not exist: point --config.data.dir at the --output of a "
+                                "finished `python -m cappy_jax.data.build`")
+    manifest = json.loads(manifest_path.read_text())
     if manifest["max_len"] > data.max_len:
         raise ValueError(f"the shards hold pairs of up to {manifest['max_len']} tokens but data.max_len is "
                          f"{data.max_len}: raise data.max_len or rebuild the shards")
@@ -578,7 +582,10 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"error: {e}") from None
     distributed.initialize(settings, f.distributed)
     enable_compilation_cache(compilation_cache_path(f.config.compilation_cache_dir, f.workdir))
-    train_and_evaluate(f.config, f.workdir, stop_after=f.stop_after)
+    try:
+        train_and_evaluate(f.config, f.workdir, stop_after=f.stop_after)
+    except FileNotFoundError as e:  # missing shards, tokenizer or init_from: the message says what to point at
+        raise SystemExit(f"error: {e}") from None
 
 
 def run() -> None:

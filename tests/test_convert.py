@@ -126,3 +126,6 @@ def test_cli_round_trip(tmp_path, minilm_dir):
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tmp_path / "back").iterdir()}
     bad = run("sideways", "a", "b")
     assert bad.returncode != 0 and "expected `from-hf SRC DST` or `to-hf CKPT DST`" in bad.stderr
+    missing = run("to-hf", str(tmp_path / "nothing"), str(tmp_path / "back2"))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr
+    assert f"error: {tmp_path / 'nothing'} is not a cappy_jax scorer directory" in missing.stderr

@@ -248,3 +248,9 @@ def test_cli_end_to_end(scorer, tiny_scorer_dir, tmp_path):
     for x, y in zip(scores_of(out), expected):
         np.testing.assert_allclose(x, y, atol=1e-5)
     assert [r["line"] for r in read_jsonl(tmp_path / "out" / "out.jsonl.rejects.jsonl")] == [2]
+
+    missing = [c if not c.startswith("--checkpoint=") else f"--checkpoint={tmp_path / 'nothing'}" for c in cmd]
+    proc = subprocess.run(missing, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"error: {tmp_path / 'nothing'} is not a cappy_jax scorer directory" in proc.stderr
+    assert "convert from-hf" in proc.stderr  # what to do about it

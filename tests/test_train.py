@@ -4,6 +4,7 @@ SIGTERM leaves a restorable checkpoint, other meshes, config errors, non-finite 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -60,13 +61,16 @@ def test_interrupted_run_resumes_with_the_same_losses(data_dir, tmp_path):
         assert got[step] == pytest.approx(want[step], abs=1e-6), step
 
 
-def test_resume_onto_another_mesh_and_score_on_one_device(data_dir, tmp_path):
+def test_resume_onto_another_mesh_and_score_on_one_device(data_dir, tmp_path, caplog):
     config = tiny_config(data_dir, num_steps=6, eval_every=0, checkpoint_every=3)
     train.train_and_evaluate(config, str(tmp_path / "run"), stop_after=3)
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
     train.train_and_evaluate(config, str(tmp_path / "run"))
     assert checkpoint.training_steps(tmp_path / "run")[-1] == 6
-    loaded = checkpoint.load_scorer(tmp_path / "run")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        loaded = checkpoint.load_scorer(tmp_path / "run")
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]  # e.g. Orbax's metadata noise
     leaf = loaded.params["layer_0"]["mlp_in"]["kernel"]
     assert len(leaf.sharding.device_set) == 1
     assert loaded.config.head_activation == "sigmoid"
@@ -116,6 +120,15 @@ def test_misspelt_config_key_is_an_error(data_dir, tmp_path):
                    "--config.optim.learnin_rate=0.1")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "learnin_rate" in out
+
+
+def test_shards_without_a_manifest_are_a_plain_error(tmp_path):
+    (tmp_path / "shards").mkdir()  # what an unfinished build leaves: no manifest.json
+    proc = run_cli("--config", "configs/pretrain.py:tiny", "--workdir", str(tmp_path / "w"),
+                   f"--config.data.dir={tmp_path / 'shards'}")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert f"error: {tmp_path / 'shards' / 'manifest.json'} does not exist" in out and "cappy_jax.data.build" in out
 
 
 def test_sigterm_leaves_a_restorable_checkpoint(data_dir, tmp_path):
