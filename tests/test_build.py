@@ -116,3 +116,9 @@ def test_cli_builds_bigbench_tasks(tmp_path, minilm_dir):
     assert manifest["splits"]["heldout"]["tasks"] == {"held_task": 6 * 2}  # reference + one negative each
     assert set(manifest["splits"]["train"]["tasks"]) == {"gen_task", "mc_task"}
     assert "wrote" in done.stderr
+
+    cmd[cmd.index(f"--config.dir={root}")] = f"--config.dir={tmp_path / 'not_fetched'}"
+    missing = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr[-3000:]
+    assert "python -m cappy_jax.data.fetch bigbench --dest" in missing.stderr  # what to run about it

@@ -269,7 +269,10 @@ def main(argv: Sequence[str]) -> None:
 
     quiet_logging()
     f = flags.FLAGS
-    manifest = build(f.config, f.output, pipeline_options=list(argv[1:]))
+    try:
+        manifest = build(f.config, f.output, pipeline_options=list(argv[1:]))
+    except FileNotFoundError as e:  # sources or tokenizer not where the config says: the message says what to fetch
+        raise SystemExit(f"error: {e}") from None
     for split, sp in manifest["splits"].items():
         log.info("%-10s %8d records, %6d groups, %4d tasks, %d truncated, kinds %s", split, sp["records"],
                  sp["groups"], len(sp["tasks"]), sp["truncated"], sp["kinds"])
