@@ -598,7 +598,7 @@ def main(argv: list[str]) -> None:
                               **cfg["scoring"])
         enable_compilation_cache(scorer.opts.compilation_cache_dir)
     except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"evaluate: {e}") from None
+        raise SystemExit(f"error: {e}") from None
     name = f"checkpoint {f.checkpoint}" + (f" (step {f.step})" if f.step is not None else "") if f.checkpoint \
         else f"hf {f.hf}"
     evaluation = _run_and_report(cfg, loaded, scorer, f.output, scorer_name=name, backend=backend, baselines=None)
