@@ -59,7 +59,8 @@ def save_scorer(directory: str | epath.PathLike, params: Any, config: model_lib.
     directory = _absolute(directory)
     if directory.exists() and any(directory.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{directory} exists and is not empty; pick a new directory or pass overwrite")
+            raise FileExistsError(f"{directory} exists and is not empty; pick a new directory or pass overwrite=True "
+                                  "(--overwrite on the command line)")
         directory.rmtree()
     directory.mkdir(parents=True, exist_ok=True)
     check_params(params, config)
