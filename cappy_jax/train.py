@@ -50,6 +50,11 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+class SetupError(ValueError):
+    """The run cannot start as configured (batch layout, shards, resumed checkpoint); the message says what
+    to change. Raised before the first step only, so the CLI can print it without a traceback."""
+
+
 @flax.struct.dataclass
 class TrainState:
     step: jax.Array
@@ -428,10 +433,13 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
     from cappy_jax import metric_writers
 
     workdir_path = epath.Path(workdir)
-    mesh = sharding_lib.make_mesh(dict(config.mesh))
-    mcfg = model_config(config)
-    train_iter, make_eval, eval_files, tok = _pipelines(config, mcfg, mesh)
-    setup = build(config, mesh, mcfg)
+    try:
+        mesh = sharding_lib.make_mesh(dict(config.mesh))
+        mcfg = model_config(config)
+        train_iter, make_eval, eval_files, tok = _pipelines(config, mcfg, mesh)
+        setup = build(config, mesh, mcfg)
+    except ValueError as e:
+        raise SetupError(str(e)) from e
     lead = jax.process_index() == 0
     if lead:
         workdir_path.mkdir(parents=True, exist_ok=True)
@@ -446,7 +454,7 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
             state = manager.restore(latest, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(setup.abstract_state))).state
         except ValueError as e:
-            raise ValueError(f"the checkpoint at step {latest} in {workdir_path / 'checkpoints'} does not match "
+            raise SetupError(f"the checkpoint at step {latest} in {workdir_path / 'checkpoints'} does not match "
                              "this config's model or optimizer (changed optim.clip_norm, the model, ...?); "
                              f"resume with the config it was written with or use a new workdir. Orbax: {e}") from e
         train_iter.restore(lambda r: data_state_prefix(workdir_path, latest, r))
@@ -584,8 +592,8 @@ def main(argv: list[str]) -> None:
     enable_compilation_cache(compilation_cache_path(f.config.compilation_cache_dir, f.workdir))
     try:
         train_and_evaluate(f.config, f.workdir, stop_after=f.stop_after)
-    except FileNotFoundError as e:  # missing shards, tokenizer or init_from: the message says what to point at
-        raise SystemExit(f"error: {e}") from None
+    except (FileNotFoundError, SetupError) as e:  # missing shards, a batch that does not split, ...: the
+        raise SystemExit(f"error: {e}") from None   # message says what to change; a bug keeps its traceback
 
 
 def run() -> None:

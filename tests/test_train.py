@@ -131,6 +131,14 @@ def test_shards_without_a_manifest_are_a_plain_error(tmp_path):
     assert f"error: {tmp_path / 'shards' / 'manifest.json'} does not exist" in out and "cappy_jax.data.build" in out
 
 
+def test_a_batch_that_does_not_split_is_a_plain_error(data_dir, tmp_path):
+    proc = run_cli("--config", "configs/pretrain.py:tiny", "--workdir", str(tmp_path / "w"),
+                   f"--config.data.dir={data_dir}", "--config.global_rows=7")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert "error: global_rows=7 must divide into grad_accum=1 micro-batches" in out
+
+
 def test_sigterm_leaves_a_restorable_checkpoint(data_dir, tmp_path):
     workdir = tmp_path / "w"
     proc = run_cli("--config", "configs/pretrain.py:tiny", "--workdir", str(workdir), f"--config.data.dir={data_dir}",
