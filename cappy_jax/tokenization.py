@@ -190,12 +190,19 @@ class PairTokenizer:
         tokenizer = tokenizers.Tokenizer.from_file(tokenizer_path)
         return cls(tokenizer, _find_pad_token_id(tokenizer, directory))
 
-    def _encode_unique(self, texts: Sequence[str]) -> list[tokenizers.Encoding]:
-        """Encode each distinct text once: Cappy pairs one instruction with many responses."""
+    def _encode_unique(self, texts: Sequence[str], budget: int) -> tuple[list[int], list[tokenizers.Encoding], list[int]]:
+        """Encode each distinct text once and cut it to `budget` tokens once: Cappy pairs one instruction with
+        many responses, and copying a long text's encoding for each of its pairs cost more than encoding it.
+
+        Returns each text's index among the distinct texts, and per distinct text its encoding (at most
+        `budget` tokens) and its full token count, which the truncation rule reads.
+        """
         index: dict[str, int] = {}
         positions = [index.setdefault(text, len(index)) for text in texts]
         encodings = self._tokenizer.encode_batch(list(index), add_special_tokens=False)
-        return [encodings[p] for p in positions]
+        lengths = [len(e) for e in encodings]
+        clipped = [e if len(e) <= budget else _truncated_copy(e, budget) for e in encodings]
+        return positions, clipped, lengths
 
     def encode_pairs(
         self, instructions: Sequence[str], responses: Sequence[str], max_len: int = 512, *, warn: bool = True
@@ -217,22 +224,31 @@ class PairTokenizer:
         if len(instructions) == 0:
             return EncodedPairs(input_ids=[], token_type_ids=[], truncated=np.zeros(0, bool))
 
-        encoded_a = self._encode_unique(instructions)
-        encoded_b = self._encode_unique(responses)
+        index_a, encoded_a, lengths_a = self._encode_unique(instructions, budget)
+        index_b, encoded_b, lengths_b = self._encode_unique(responses, budget)
         input_ids: list[np.ndarray] = []
         token_type_ids: list[np.ndarray] = []
         truncated = np.zeros(len(instructions), bool)
-        for i, (enc_a, enc_b) in enumerate(zip(encoded_a, encoded_b)):
-            la, lb = len(enc_a), len(enc_b)
+        cuts_a: dict[tuple[int, int], tokenizers.Encoding] = {}
+        cuts_b: dict[tuple[int, int], tokenizers.Encoding] = {}
+
+        def cut(encodings: list[tokenizers.Encoding], u: int, k: int, cuts: dict) -> tokenizers.Encoding:
+            """Distinct text `u` cut to `k` tokens, copied once per (text, length): a long instruction's
+            candidates often keep the same share of it."""
+            if k == len(encodings[u]):
+                return encodings[u]
+            if (u, k) not in cuts:
+                cuts[u, k] = _truncated_copy(encodings[u], k)
+            return cuts[u, k]
+
+        for i, (a, b) in enumerate(zip(index_a, index_b)):
+            la, lb = lengths_a[a], lengths_b[b]
             for field, n in (("instruction", la), ("response", lb)):
                 if n == 0:
                     # e.g. only control characters, which the normalizer drops
                     raise ValueError(f"pair {i}: {field} has no tokens after tokenization")
             ka, kb = truncation_lengths(la, lb, budget)
-            if ka < la:
-                enc_a = _truncated_copy(enc_a, ka)
-            if kb < lb:
-                enc_b = _truncated_copy(enc_b, kb)
+            enc_a, enc_b = cut(encoded_a, a, ka, cuts_a), cut(encoded_b, b, kb, cuts_b)
             truncated[i] = (ka, kb) != (la, lb)
             pair = self._tokenizer.post_process(enc_a, enc_b, add_special_tokens=True)
             if len(pair) != ka + kb + self.num_special_tokens:
@@ -260,11 +276,11 @@ class PairTokenizer:
             raise ValueError(f"max_len={max_len} leaves no room for text after the special tokens")
         input_ids, token_type_ids = [], []
         truncated = np.zeros(len(texts), bool)
-        for i, enc in enumerate(self._encode_unique(list(texts))):
-            if len(enc) == 0:
+        positions, encodings, lengths = self._encode_unique(list(texts), budget)
+        for i, u in enumerate(positions):
+            if lengths[u] == 0:
                 raise ValueError(f"text {i} has no tokens after tokenization")
-            if len(enc) > budget:
-                enc, truncated[i] = _truncated_copy(enc, budget), True
+            enc, truncated[i] = encodings[u], lengths[u] > budget
             single = self._tokenizer.post_process(enc, None, add_special_tokens=True)
             input_ids.append(np.asarray(single.ids, dtype=np.int32))
             token_type_ids.append(np.asarray(single.type_ids, dtype=np.int32))

@@ -242,6 +242,25 @@ def test_truncate_both_when_both_long(dirs_and_hf, kind):
         assert types == [0] * MAX_LEN
 
 
+def test_long_instruction_shared_by_responses_of_several_lengths(dirs_and_hf):
+    # a distinct text is cut to the budget once and each shorter cut of it is made once and shared by the
+    # pairs that keep that many tokens: every pair must still get HF's ids for its own response
+    d, hf = dirs_and_hf
+    pt = PairTokenizer.from_dir(d)
+    budget = MAX_LEN - pt.num_special_tokens
+    long_a = _long_text(16, 200)
+    short, medium, longer = _long_text(17, 1), _long_text(18, 2), _long_text(19, 4)
+    responses = [short, medium, short, longer, medium]
+    assert all(len(_hf_side(hf, r)) <= budget // 2 for r in responses)  # HF's only_first applies
+    out = pt.encode_pairs([long_a] * len(responses), responses, max_len=MAX_LEN)
+    kept = set()
+    for i, r in enumerate(responses):
+        ids, types = _hf_ids(hf, long_a, r, truncation="only_first", max_length=MAX_LEN)
+        assert out.input_ids[i].tolist() == ids and out.token_type_ids[i].tolist() == types
+        kept.add(len(ids) - len(_hf_side(hf, r)))
+    assert out.num_truncated == len(responses) and len(kept) == 3  # three different cuts of the instruction
+
+
 def test_huge_inputs_are_fast_and_exact(bert_dir, hf_bert):
     # thousands of tokens per side: overflowing pieces must not blow up post-processing
     a, b = _long_text(14, 4000), _long_text(15, 4000)
