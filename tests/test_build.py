@@ -3,6 +3,7 @@ loses and doubles nothing, and the CLI builds from BIG-bench task files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -83,6 +84,25 @@ def test_same_config_and_seed_give_identical_bytes_and_a_crash_rerun_heals(tmp_p
     data_config.output.seed = 1
     build.build(data_config, str(tmp_path / "c"))
     assert shard_bytes(str(tmp_path / "c")) != reference
+
+
+RECORD = {"input_ids": [0, 31414, 2, 2, 1437, 2], "token_type_ids": [0] * 6, "label": 0.25, "task": "task",
+          "group_id": "task/3", "kind": "llm_sample", "instruction": "Say hello.", "response": "hello"}
+
+
+def test_records_serialize_to_the_same_bytes_in_every_process():
+    # A tf.train.Example's features are a protobuf map, whose serialized order is not fixed from one process
+    # to the next: shards built by another run, or by another Beam worker, would differ in their bytes.
+    code = ("import hashlib, json, sys; from cappy_jax.data import shards; "
+            "sys.stdout.write(hashlib.sha256(shards.serialize(json.loads(sys.argv[1]))).hexdigest())")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digests = {hashlib.sha256(shards.serialize(RECORD)).hexdigest()}
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(RECORD)], capture_output=True, text=True,
+                              timeout=120, cwd=root)
+        assert done.returncode == 0, done.stderr[-2000:]
+        digests.add(done.stdout)
+    assert len(digests) == 1, digests
 
 
 def test_bad_records_fail_with_file_and_line_or_are_counted(tmp_path, data_config):

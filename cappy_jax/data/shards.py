@@ -42,7 +42,7 @@ def serialize(record: Mapping[str, Any]) -> bytes:
         "label": tf.train.Feature(float_list=tf.train.FloatList(value=[float(record["label"])])),
         **{k: text(record[k]) for k in TEXT_FIELDS},
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def write_shard(path: str, records: Iterable[bytes]) -> dict[str, Any]:
