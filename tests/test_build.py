@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -105,6 +106,19 @@ def test_records_serialize_to_the_same_bytes_in_every_process():
     assert len(digests) == 1, digests
 
 
+def test_default_runner_runs_in_process_and_leaves_nothing_in_tmp(tmp_path, data_config, monkeypatch):
+    # Beam's DirectRunner first tries Prism, which it downloads from GitHub; offline the try fails and leaves
+    # a beam-temp directory in the temp dir. The config's runner (FnApiRunner) never starts it.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert data_config.beam.runner == "FnApiRunner"
+    build.build(data_config, str(tmp_path / "out"))
+    assert not list(scratch.iterdir())
+    options = build.beam_options(data_config.beam, ["--runner=DataflowRunner", "--project=p"])
+    assert "--runner=FnApiRunner" in options and options[-2:] == ["--runner=DataflowRunner", "--project=p"]
+
+
 def test_bad_records_fail_with_file_and_line_or_are_counted(tmp_path, data_config):
     with open(tmp_path / "gen.jsonl", "a") as f:
         f.write(json.dumps({"task": "reverse", "instruction": "", "references": ["x"]}) + "\n")
@@ -128,7 +142,8 @@ def test_cli_builds_bigbench_tasks(tmp_path, minilm_dir):
     cmd = [sys.executable, "-m", "cappy_jax.data.build", "--config", "configs/data/bigbench.py:default",
            "--output", str(out), f"--config.dir={root}", "--config.tasks=('gen_task','mc_task')",
            "--config.heldout_tasks=('held_task',)", f"--config.output.scorer_dir={minilm_dir}",
-           "--config.output.num_shards=2", "--config.output.eval_shards=1", "--runner=DirectRunner"]
+           "--config.output.num_shards=2", "--config.output.eval_shards=1",
+           "--direct_num_workers=2", "--direct_running_mode=multi_threading"]  # Beam flags pass through
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr[-3000:]

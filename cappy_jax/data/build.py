@@ -1,11 +1,13 @@
 """Materialize a regression data set: sources -> labelled candidates -> tokenized TFRecord shards.
 
     python -m cappy_jax.data.build --config configs/data/bigbench.py --output DIR [--config.seed=1]
-        [--runner DirectRunner|DataflowRunner|FlinkRunner|SparkRunner ...Beam pipeline options]
+        [--runner FnApiRunner|DataflowRunner|FlinkRunner|SparkRunner ...Beam pipeline options]
 
-Runs on Apache Beam: in-process DirectRunner by default; any flag this module
-does not define goes to Beam's `PipelineOptions`, so the same build runs on
-Dataflow, Flink or Spark. Output:
+Runs on Apache Beam: Beam's in-process batch runner (FnApiRunner) on one core by
+default (`config.beam`, `configs/data/common.py`); any flag this module does not
+define goes to Beam's `PipelineOptions` after those, so the same build runs on
+Dataflow, Flink or Spark, or on every local core with
+`--direct_num_workers=0 --direct_running_mode=multi_processing`. Output:
 
     DIR/{train,validation,heldout}-NNNNN-of-MMMMM.tfrecord   (see cappy_jax/data/shards.py)
     DIR/tokenizer/                                           the tokenizer the ids come from
@@ -211,8 +213,7 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
         split, rec = item
         return (split, _record_key(seed, rec) % num_shards[split]), rec
 
-    options = PipelineOptions(list(pipeline_options) or ["--runner=DirectRunner", "--direct_num_workers=1",
-                                                         "--direct_running_mode=in_memory"])
+    options = PipelineOptions(beam_options(cfg["beam"], pipeline_options))
     slots = [((s, i), None) for s, n in num_shards.items() for i in range(n)]
     meta = _meta(cfg, output, num_shards)
     with beam.Pipeline(options=options) as p:
@@ -247,6 +248,11 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
                  src=beam.pvalue.AsSingleton(source_stats)))
     with tf.io.gfile.GFile(os.path.join(output, MANIFEST)) as f:
         return json.load(f)
+
+
+def beam_options(defaults: Mapping[str, Any], command_line: Sequence[str] = ()) -> list[str]:
+    """The config's Beam options (`configs/data/common.py:beam`), then the command line's, which win."""
+    return [f"--{k}={v}" for k, v in defaults.items()] + list(command_line)
 
 
 def _meta(cfg: Mapping[str, Any], output: str, num_shards: Mapping[str, int]) -> dict[str, Any]:

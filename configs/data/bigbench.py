@@ -86,6 +86,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         candidates=common.candidates(),
         llm=common.llm(),
         output=common.output(),
+        beam=common.beam(),
     ))
     if "validation_fraction" in v:
         config.output.validation_fraction = v["validation_fraction"]

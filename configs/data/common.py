@@ -3,8 +3,8 @@
 Each data config embeds `candidates()` as `config.candidates` (the fields of
 `cappy_jax.data.candidates.CandidateSettings`: `CandidateSettings(**config.candidates)`),
 `llm()` as `config.llm` (`cappy_jax.data.llm.make_backend({"name": config.llm.name,
-**config.llm[config.llm.name]})` unless the name is "none") and `output()` as `config.output`,
-so the build CLI reads them the same way whatever the source.
+**config.llm[config.llm.name]})` unless the name is "none"), `output()` as `config.output` and
+`beam()` as `config.beam`, so the build CLI reads them the same way whatever the source.
 """
 
 from __future__ import annotations
@@ -49,4 +49,19 @@ def output() -> dict[str, Any]:
         eval_shards=4,                 # shards of the validation and heldout splits
         validation_fraction=0.02,      # share of the training tasks' example groups kept for validation
         seed=0,                        # negatives, corruptions, LLM sampling, shuffling, T0's per-dataset caps
+    )
+
+
+def beam() -> dict[str, Any]:
+    """The Beam options a build starts from; Beam flags on the build's command line override them.
+
+    FnApiRunner is Beam's in-process batch runner. `DirectRunner` first tries Prism, a Go runner it
+    downloads from GitHub: offline that try fails after leaving a directory in /tmp, online the build runs
+    on another runner than the one tested here. Every local runner keeps the shuffled data in memory, so
+    builds larger than memory belong on a distributed runner (`--runner=DataflowRunner ...`).
+    """
+    return dict(
+        runner="FnApiRunner",
+        direct_num_workers=1,            # 0 = one worker per core (with direct_running_mode="multi_processing")
+        direct_running_mode="in_memory",  # "in_memory" | "multi_threading" | "multi_processing"
     )

@@ -57,6 +57,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         candidates=candidates,
         llm=common.llm(),                          # none: no LLM offline
         output=output,
+        beam=common.beam(),
     ))
     config.lock()
     return config

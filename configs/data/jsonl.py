@@ -22,6 +22,7 @@ def get_config(paths: str = "") -> ml_collections.ConfigDict:
         candidates=common.candidates(),
         llm=common.llm(),
         output=common.output(),
+        beam=common.beam(),
     ))
     config.lock()
     return config

@@ -116,6 +116,7 @@ def get_config(variant: str = "train") -> ml_collections.ConfigDict:
         candidates=common.candidates(),
         llm=common.llm(),
         output=common.output(),
+        beam=common.beam(),
     ))
     config.lock()
     return config
