@@ -143,7 +143,7 @@ def test_cli_builds_bigbench_tasks(tmp_path, minilm_dir):
            "--output", str(out), f"--config.dir={root}", "--config.tasks=('gen_task','mc_task')",
            "--config.heldout_tasks=('held_task',)", f"--config.output.scorer_dir={minilm_dir}",
            "--config.output.num_shards=2", "--config.output.eval_shards=1",
-           "--direct_num_workers=2", "--direct_running_mode=multi_threading"]  # Beam flags pass through
+           "--direct_num_workers=2", "--direct_running_mode=multi_processing"]  # Beam flags pass through
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr[-3000:]

@@ -29,7 +29,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -63,53 +63,71 @@ class _Sample(beam.DoFn):
             yield ex.task, (heldout, ex, tuple(samples))
 
 
-class _Tokenize(beam.DoFn):
-    """Pair-encodes batches of candidates; the tokenizer is loaded once per worker."""
+class Written(NamedTuple):
+    """A record as the shuffle carries it to its shard: the serialized tf.train.Example and what the manifest
+    counts. Bytes, not a dict of Python ints: a 155-token record held as a dict took about 12 KB of memory
+    in the local runners, which keep the whole shuffle in memory."""
 
-    def __init__(self, tokenizer_dir: str, max_len: int):
+    key: int          # `_record_key`: the shard and the place inside it
+    example: bytes
+    task: str
+    group_id: str
+    kind: str
+    label: float
+    truncated: bool
+    tokens: int
+
+
+class _Tokenize(beam.DoFn):
+    """Pair-encodes batches of candidates into `Written` records keyed by shard; the tokenizer is loaded
+    once per worker."""
+
+    def __init__(self, tokenizer_dir: str, max_len: int, seed: int, num_shards: Mapping[str, int]):
         self.tokenizer_dir = tokenizer_dir
         self.max_len = max_len
+        self.seed = seed
+        self.num_shards = dict(num_shards)
 
     def setup(self) -> None:
         from cappy_jax.tokenization import PairTokenizer
 
         self.tokenizer = PairTokenizer.from_dir(self.tokenizer_dir)
 
-    def process(self, batch: Sequence[tuple[str, records.Candidate]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    def process(self, batch: Sequence[tuple[str, records.Candidate]]) -> Iterator[tuple[tuple[str, int], Written]]:
         enc = self.tokenizer.encode_pairs([c.instruction for _, c in batch], [c.response for _, c in batch],
                                           max_len=self.max_len, warn=False)
         for (split, c), ids, types, cut in zip(batch, enc.input_ids, enc.token_type_ids, enc.truncated):
-            yield split, {
-                "input_ids": ids.tolist(), "token_type_ids": types.tolist(), "label": float(c.label),
-                "task": c.task, "group_id": c.group_id, "kind": c.kind, "instruction": c.instruction,
-                "response": c.response, "truncated": bool(cut),
-            }
+            rec = {"input_ids": ids.tolist(), "token_type_ids": types.tolist(), "label": float(c.label),
+                   "task": c.task, "group_id": c.group_id, "kind": c.kind, "instruction": c.instruction,
+                   "response": c.response}
+            key = _record_key(self.seed, rec)
+            yield (split, key % self.num_shards[split]), Written(
+                key, shards.serialize(rec), c.task, c.group_id, c.kind, float(c.label), bool(cut), len(ids))
 
 
 def _record_key(seed: int, record: Mapping[str, Any]) -> int:
     return _hash(seed, "record", record["group_id"], record["kind"], record["response"])
 
 
-def _write_one_shard(item: tuple[tuple[str, int], Iterable[Any]], *, output: str, num_shards: Mapping[str, int],
-                     seed: int) -> dict[str, Any]:
+def _write_one_shard(item: tuple[tuple[str, int], Iterable[Written | None]], *, output: str,
+                     num_shards: Mapping[str, int]) -> dict[str, Any]:
     (split, index), values = item
-    recs = sorted((r for r in values if r is not None),
-                  key=lambda r: (_record_key(seed, r), r["group_id"], r["kind"], r["response"]))
+    recs = sorted((r for r in values if r is not None), key=lambda r: (r.key, r.example))
     path = os.path.join(output, shards.shard_name(split, index, num_shards[split]))
-    stats = shards.write_shard(path, (shards.serialize(r) for r in recs))
-    stats.update(split=split, **_counts(split, recs))
+    stats = shards.write_shard(path, (r.example for r in recs))
+    stats.update(split=split, **_counts(recs))
     return stats
 
 
-def _counts(split: str, recs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    by_task: collections.Counter = collections.Counter(r["task"] for r in recs)
-    by_kind: collections.Counter = collections.Counter(r["kind"] for r in recs)
+def _counts(recs: Sequence[Written]) -> dict[str, Any]:
+    by_task: collections.Counter = collections.Counter(r.task for r in recs)
+    by_kind: collections.Counter = collections.Counter(r.kind for r in recs)
     hist = [0] * HISTOGRAM_BINS
     for r in recs:
-        hist[min(int(r["label"] * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
+        hist[min(int(r.label * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
     return {"tasks": dict(by_task), "kinds": dict(by_kind), "label_histogram": hist,
-            "groups": sorted({r["group_id"] for r in recs}), "truncated": sum(bool(r["truncated"]) for r in recs),
-            "tokens": sum(len(r["input_ids"]) for r in recs)}
+            "groups": sorted({r.group_id for r in recs}), "truncated": sum(r.truncated for r in recs),
+            "tokens": sum(r.tokens for r in recs)}
 
 
 def merge_manifest(shard_stats: Sequence[Mapping[str, Any]], *, meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,10 +227,6 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
             yield split_of(c.group_id, heldout=heldout[c.group_id], validation_fraction=validation_fraction,
                            seed=seed), c
 
-    def key(item: tuple[str, dict[str, Any]]) -> tuple[tuple[str, int], dict[str, Any]]:
-        split, rec = item
-        return (split, _record_key(seed, rec) % num_shards[split]), rec
-
     options = PipelineOptions(beam_options(cfg["beam"], pipeline_options))
     slots = [((s, i), None) for s, n in num_shards.items() for i in range(n)]
     meta = _meta(cfg, output, num_shards)
@@ -232,14 +246,13 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
                 | "GroupTasks" >> beam.GroupByKey()
                 | "Candidates" >> beam.FlatMap(task_candidates)
                 | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
-                | "Tokenize" >> beam.ParDo(_Tokenize(tokenizer_out, max_len))
-                | "Key" >> beam.Map(key))
+                | "Tokenize" >> beam.ParDo(_Tokenize(tokenizer_out, max_len, seed, num_shards)))
         # Every shard slot gets an entry, so an empty shard is still written.
         empty = p | "Slots" >> beam.Create(slots)
         shard_stats = ((recs, empty)
                        | beam.Flatten()
                        | "GroupShards" >> beam.GroupByKey()
-                       | "Write" >> beam.Map(_write_one_shard, output=output, num_shards=num_shards, seed=seed)
+                       | "Write" >> beam.Map(_write_one_shard, output=output, num_shards=num_shards)
                        | "AllShards" >> beam.combiners.ToList())
         source_stats = read_out.stats | "AllSources" >> beam.combiners.ToList()
         _ = (shard_stats
@@ -301,4 +314,8 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    run()
+    # Run the module under its import name, not as __main__: Beam pickles records such as `Written` by
+    # reference to their module, which worker processes (multi_processing, Dataflow) import by that name.
+    from cappy_jax.data import build as build_module
+
+    build_module.run()
