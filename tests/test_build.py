@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -38,8 +39,14 @@ def shard_bytes(directory):
             if f.endswith(".tfrecord")}
 
 
-def test_manifest_counts_add_up_and_splits_are_separate(tmp_path, data_config):
-    manifest = build.build(data_config, str(tmp_path / "out"))
+def test_manifest_counts_add_up_and_splits_are_separate(tmp_path, data_config, monkeypatch, caplog):
+    monkeypatch.setattr(build, "PROGRESS_SECONDS", 0.0)  # a progress line for every batch
+    with caplog.at_level(logging.INFO, logger="cappy_jax.data.build"):
+        manifest = build.build(data_config, str(tmp_path / "out"))
+    progress = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("tokenized ") for m in progress), progress
+    assert sorted(m.split()[1].rstrip(":") for m in progress if m.startswith("wrote ")) == sorted(
+        s["file"] for sp in manifest["splits"].values() for s in sp["shards"])
     splits = manifest["splits"]
     assert set(splits) == {"train", "validation", "heldout"}
     assert manifest["sources"]["examples"] == 82

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -43,6 +44,7 @@ log = logging.getLogger("cappy_jax.data.build")
 SPLITS = records.SPLITS
 MANIFEST = "manifest.json"
 HISTOGRAM_BINS = 10
+PROGRESS_SECONDS = 30.0  # a progress line from each tokenizing worker at most this often
 
 
 class _Sample(beam.DoFn):
@@ -65,8 +67,8 @@ class _Sample(beam.DoFn):
 
 class Written(NamedTuple):
     """A record as the shuffle carries it to its shard: the serialized tf.train.Example and what the manifest
-    counts. Bytes, not a dict of Python ints: a 155-token record held as a dict took about 12 KB of memory
-    in the local runners, which keep the whole shuffle in memory."""
+    counts. Bytes, not a dict of two lists of Python ints, which Beam's coder encoded int by int at every
+    stage (BIG-bench, every task, 543k records: 135 s -> 118 s, peak memory 6.6 -> 6.1 GB)."""
 
     key: int          # `_record_key`: the shard and the place inside it
     example: bytes
@@ -92,8 +94,15 @@ class _Tokenize(beam.DoFn):
         from cappy_jax.tokenization import PairTokenizer
 
         self.tokenizer = PairTokenizer.from_dir(self.tokenizer_dir)
+        self.done, self.start = 0, time.monotonic()
+        self.last_log = self.start
 
     def process(self, batch: Sequence[tuple[str, records.Candidate]]) -> Iterator[tuple[tuple[str, int], Written]]:
+        self.done += len(batch)
+        now = time.monotonic()
+        if now - self.last_log >= PROGRESS_SECONDS:  # the stage between reading and writing takes longest
+            self.last_log = now
+            log.info("tokenized %d records (%.0f/s in this worker)", self.done, self.done / (now - self.start))
         enc = self.tokenizer.encode_pairs([c.instruction for _, c in batch], [c.response for _, c in batch],
                                           max_len=self.max_len, warn=False)
         for (split, c), ids, types, cut in zip(batch, enc.input_ids, enc.token_type_ids, enc.truncated):
@@ -116,6 +125,7 @@ def _write_one_shard(item: tuple[tuple[str, int], Iterable[Written | None]], *, 
     path = os.path.join(output, shards.shard_name(split, index, num_shards[split]))
     stats = shards.write_shard(path, (r.example for r in recs))
     stats.update(split=split, **_counts(recs))
+    log.info("wrote %s: %d records", stats["file"], stats["records"])
     return stats
 
 
