@@ -190,7 +190,9 @@ class PairTokenizer:
         tokenizer = tokenizers.Tokenizer.from_file(tokenizer_path)
         return cls(tokenizer, _find_pad_token_id(tokenizer, directory))
 
-    def _encode_unique(self, texts: Sequence[str], budget: int) -> tuple[list[int], list[tokenizers.Encoding], list[int]]:
+    def _encode_unique(
+        self, texts: Sequence[str], budget: int
+    ) -> tuple[list[int], list[tokenizers.Encoding], list[int]]:
         """Encode each distinct text once and cut it to `budget` tokens once: Cappy pairs one instruction with
         many responses, and copying a long text's encoding for each of its pairs cost more than encoding it.
 

@@ -98,11 +98,6 @@ class _Tokenize(beam.DoFn):
         self.last_log = self.start
 
     def process(self, batch: Sequence[tuple[str, records.Candidate]]) -> Iterator[tuple[tuple[str, int], Written]]:
-        self.done += len(batch)
-        now = time.monotonic()
-        if now - self.last_log >= PROGRESS_SECONDS:  # the stage between reading and writing takes longest
-            self.last_log = now
-            log.info("tokenized %d records (%.0f/s in this worker)", self.done, self.done / (now - self.start))
         enc = self.tokenizer.encode_pairs([c.instruction for _, c in batch], [c.response for _, c in batch],
                                           max_len=self.max_len, warn=False)
         for (split, c), ids, types, cut in zip(batch, enc.input_ids, enc.token_type_ids, enc.truncated):
@@ -112,6 +107,11 @@ class _Tokenize(beam.DoFn):
             key = _record_key(self.seed, rec)
             yield (split, key % self.num_shards[split]), Written(
                 key, shards.serialize(rec), c.task, c.group_id, c.kind, float(c.label), bool(cut), len(ids))
+        self.done += len(batch)
+        now = time.monotonic()
+        if now - self.last_log >= PROGRESS_SECONDS:  # the stage between reading and writing takes longest
+            self.last_log = now
+            log.info("tokenized %d records (%.0f/s in this worker)", self.done, self.done / (now - self.start))
 
 
 def _record_key(seed: int, record: Mapping[str, Any]) -> int:
