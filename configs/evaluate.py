@@ -18,7 +18,7 @@ Variants (the data config, and which of its units are evaluated):
 - jsonl: JSONL files (`data.paths`, or `--data DIR` for DIR/*.jsonl); all units, since a JSONL
   config holds nothing out unless `data.heldout_tasks` is set.
 
-`data` is the data config the builder uses, less its build-only blocks (`candidates`, `llm`,
+`data` is the data config the builder uses, less its build-only blocks (`candidates`, `llm`, `beam`,
 `output` but for `output.seed`, which seeds PromptSource's random filters, and
 `output.validation_fraction`, which with the seed finds the build's validation examples). Override anything on
 the command line, e.g. `--config.suite=generation --config.units=all --config.scoring.batch_tokens=4096`.
@@ -58,7 +58,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "jsonl": dict(suite="choice", data=("jsonl", ""), units="all"),
 }
 DATA_MODULES = {"demo": demo_configs, "bigbench": bigbench_configs, "t0": t0_configs, "jsonl": jsonl_configs}
-BUILD_ONLY = ("candidates", "llm", "output")
+BUILD_ONLY = ("candidates", "llm", "output", "beam")
 
 
 def data_config(module: str, arg: str, **overrides: Any) -> dict[str, Any]:

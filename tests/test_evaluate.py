@@ -380,7 +380,7 @@ def test_config_variants():
     for variant, (suite, source, units) in expected.items():
         config = evaluate_configs.get_config(variant)
         assert (config.suite, config.data.source, config.units) == (suite, source, units)
-        assert "candidates" not in config.data and "llm" not in config.data and config.data.output.to_dict() == {
+        assert not {"candidates", "llm", "beam"} & set(config.data) and config.data.output.to_dict() == {
             "seed": 0, "validation_fraction": {"bigbench_downstream": 0.2, "demo": 0.05}.get(variant, 0.02)}
         assert config.llm.name == "none" and config.max_examples_per_task == 0 and config.plots
         with pytest.raises(AttributeError):
