@@ -9,7 +9,9 @@
 How a workload is run (`plan_batches`, pure): pairs are tokenized a chunk at a time, packed
 longest first into rows of `row_len` tokens (a longer pair gets its own row), rows are sorted by
 fill and cut into batches of at most `batch_tokens` token slots, each narrowed to the smallest
-allowed width that holds its fullest row. Rows are split over every local device; parameters
+allowed width that holds its fullest row. The batches then run in a seeded random order: sorted by
+fill, a workload's single-pair rows (its longest pairs) came first, so a progress line's pairs/s
+started several times too low and its ETA too long. Rows are split over every local device; parameters
 are replicated. Batch shapes come from a small set (widths x row counts rounded to powers of two),
 so compilations are few and cached. Batches are dispatched asynchronously: the host packs the
 next batch while the devices run the current one.
@@ -150,7 +152,7 @@ def plan_batches(lengths: Sequence[int] | np.ndarray, opts: ScoringOptions, *,
         plans.append(BatchPlan(rows=[rows[r] for r in order[k:end]], width=width,
                                num_rows=cap if n == cap else _round_rows(n, cap, multiple_of)))
         k = end
-    return plans
+    return [plans[i] for i in np.random.default_rng(0).permutation(len(plans))]  # see the module docstring
 
 
 def _unpack(values: list[np.ndarray], pair_index: list[np.ndarray], n: int) -> np.ndarray:
