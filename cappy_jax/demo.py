@@ -102,6 +102,7 @@ def run_demo(workdir: str, *, variant: str = "default", fresh: bool = False) -> 
     fingerprint = data_cfg.to_dict()
     fingerprint["dir"] = "package"  # the same data wherever the package is installed
     fingerprint["output"]["scorer_dir"] = "init_scorer"
+    del fingerprint["beam"]  # how Beam runs the build: the same shards on any runner
     fingerprint = json.loads(json.dumps(fingerprint))
     done = stages.finished("data", fingerprint) and (data_dir / build.MANIFEST).exists()
     _stage(2, f"BIG-bench shards ({len(data_cfg.tasks)} training tasks, {len(data_cfg.heldout_tasks)} held out) "
