@@ -353,6 +353,7 @@ def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: tuple[l
     """
     from jax.experimental import multihost_utils
 
+    from cappy_jax.cli import Progress
     from cappy_jax.data import shards
 
     all_files, own_files = eval_files
@@ -365,6 +366,8 @@ def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: tuple[l
         offsets[f] + np.arange(len(per_file[all_files.index(f)]["label"])) for f in own_files]).astype(np.int64)
     scores = np.full(len(records["label"]), np.nan, np.float32)
     hosts = jax.process_count()
+    # A whole split takes minutes on small hardware: process 0 shows its own pairs' progress.
+    progress = Progress(len(local_to_global), "eval pairs") if jax.process_index() == 0 else None
     stream, empty = make_eval()
     stream, i = iter(stream), 0
     while not (config.data.eval_max_batches and i >= config.data.eval_max_batches):
@@ -383,7 +386,11 @@ def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: tuple[l
         out = np.concatenate([np.asarray(sh.data) for sh in _unique_rows(parts)])
         keep = batch["pair_index"] >= 0
         scores[local_to_global[batch["pair_index"][keep]]] = out[keep]
+        if progress is not None:
+            progress(int(keep.sum()))
         i += 1
+    if progress is not None:
+        progress.close()
     if hosts > 1:
         gathered = np.asarray(multihost_utils.process_allgather(scores))  # [hosts, N]; one host filled each
         scores = np.where(np.isnan(gathered), -np.inf, gathered).max(0)

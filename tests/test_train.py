@@ -77,9 +77,25 @@ def test_resume_onto_another_mesh_and_score_on_one_device(data_dir, tmp_path, ca
     assert (tmp_path / "run" / "tokenizer" / "tokenizer.json").exists()
 
 
-def test_tiny_learns_validation_loss_falls(data_dir, tmp_path):
+def test_tiny_learns_validation_loss_falls(data_dir, tmp_path, monkeypatch):
+    evals = []  # each evaluation's progress line: (total pairs, pairs reported, closed)
+
+    class Progress:
+        def __init__(self, total, what):
+            self.total, self.done, self.closed = total, 0, False
+            evals.append(self)
+
+        def __call__(self, n):
+            self.done += n
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr("cappy_jax.cli.Progress", Progress)
     config = tiny_config(data_dir, num_steps=60, eval_every=60, checkpoint_every=60)
     result = train.train_and_evaluate(config, str(tmp_path / "run"))
+    records = sum(len(shards.read_records([f])["label"]) for f in shards.shard_files(data_dir, "validation"))
+    assert [(p.total, p.done, p.closed) for p in evals] == [(records, records, True)] * 2  # before and after
     before = result["initial_eval/mean_over_tasks/loss"]
     after = result["eval/mean_over_tasks/loss"]
     assert after < before - 0.02, (before, after)
