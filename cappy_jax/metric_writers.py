@@ -1,11 +1,15 @@
 """Where training metrics go: TensorBoard event files and a JSON-lines file, from process 0 only.
 
-tensorboardX writes event files without TensorFlow, which stays out of the training loop.
+tensorboardX writes event files without TensorFlow, which stays out of the training loop. An undefined
+metric (NaN: e.g. the Pearson of a task an eval capped by `eval_max_batches` saw one pair of) is kept in
+the JSON lines and left out of TensorBoard, where tensorboardX logged a warning for each one (780 lines
+for one capped eval over BIG-bench's 315 validation tasks).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
 from etils import epath
@@ -26,7 +30,8 @@ class MetricWriter:
         if not self.enabled:
             return
         for k, v in scalars.items():
-            self._tb.add_scalar(k, float(v), step)
+            if math.isfinite(float(v)):
+                self._tb.add_scalar(k, float(v), step)
         self._jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
         self._jsonl.flush()
         self._tb.flush()
