@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from cappy_jax.data import build, shards
+from cappy_jax.data import build, read, shards
 from configs.data import jsonl as jsonl_config
 from conftest import WORDS, write_jsonl
 
@@ -84,8 +84,11 @@ def test_same_config_and_seed_give_identical_bytes_and_a_crash_rerun_heals(tmp_p
     os.remove(os.path.join(a, "train-00001-of-00003.tfrecord"))
     open(os.path.join(a, "train-00000-of-00003.tfrecord.tmp-dead"), "wb").write(b"partial")
     open(os.path.join(a, "train-00004-of-00005.tfrecord"), "wb").write(b"stale")
+    os.makedirs(os.path.join(a, build.SPILL_DIR))
+    open(os.path.join(a, build.SPILL_DIR, "train-00000-dead"), "wb").write(b"spilled by a crashed run")
     again = build.build(data_config, a)
     assert shard_bytes(a) == reference
+    assert not os.path.exists(os.path.join(a, build.SPILL_DIR))
     assert again["splits"] == manifest["splits"]
     assert not [f for f in os.listdir(a) if ".tmp" in f]
 
@@ -126,6 +129,71 @@ def test_default_runner_runs_in_process_and_leaves_nothing_in_tmp(tmp_path, data
     assert "--runner=FnApiRunner" in options and options[-2:] == ["--runner=DataflowRunner", "--project=p"]
 
 
+def bigbench_tasks(root):
+    """Two training tasks (one with subtasks) and a held-out one, as BIG-bench JSON task directories."""
+    tasks = {
+        "gen_task": [{"input": f"Spell {w}", "target": " ".join(w)} for w in WORDS],
+        "mc_task": [{"input": f"Is {w} a Greek letter?", "target_scores": {"yes": 1, "no": 0}} for w in WORDS],
+        "held_task": [{"input": f"Upper-case {w}", "target": w.upper()} for w in WORDS[:6]],
+    }
+    for name, examples in tasks.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "task.json").write_text(json.dumps({"name": name, "examples": examples}))
+    for sub, fmt in (("lower", str.lower), ("title", str.title)):
+        (root / "two_ways" / sub).mkdir(parents=True)
+        (root / "two_ways" / sub / "task.json").write_text(json.dumps({"name": sub, "examples": [
+            {"input": f"Write {w} in {sub} case", "target": fmt(w)} for w in WORDS]}))
+    (root / "two_ways" / "task.json").write_text(json.dumps({"name": "two_ways", "subtasks": ["lower", "title"]}))
+
+
+def test_unit_by_unit_candidates_and_spilled_shuffle_give_the_same_shards(tmp_path, minilm_dir, monkeypatch):
+    # BIG-bench tasks lie whole in one work unit, so the reader makes their candidates and no shuffle holds the
+    # examples; records go to spill files, so no shuffle holds them either. Neither changes a byte: against the
+    # GroupByKey over tasks (what JSONL sources take), and with a spill after every batch.
+    from configs.data import bigbench as bigbench_config
+
+    bigbench_tasks(tmp_path / "bigbench")
+    config = bigbench_config.get_config("default")
+    config.dir = str(tmp_path / "bigbench")
+    config.tasks = ("gen_task", "mc_task", "two_ways")
+    config.heldout_tasks = ("held_task",)
+    config.candidates.corruptions_per_reference = 1
+    config.output.scorer_dir = str(minilm_dir)
+    config.output.update(max_len=48, num_shards=3, eval_shards=2, validation_fraction=0.2)
+    spilled = []
+    real_spill = build._Tokenize._spill
+    monkeypatch.setattr(build._Tokenize, "_spill", lambda self: (spilled.append(len(self.buffers)), real_spill(self)))
+    manifest = build.build(config, str(tmp_path / "by_unit"))
+    assert len(spilled) == 1  # 256 MB is never reached: one spill, when the bundle ends
+    assert not os.path.exists(tmp_path / "by_unit" / build.SPILL_DIR)
+    reference = shard_bytes(str(tmp_path / "by_unit"))
+    assert set(manifest["splits"]["train"]["tasks"]) >= {"gen_task", "mc_task", "two_ways:lower", "two_ways:title"}
+
+    config.output.spill_mb = 0.0
+    spilled.clear()
+    assert build.build(config, str(tmp_path / "tiny_spills"))["splits"] == manifest["splits"]
+    assert len(spilled) > 3
+    assert shard_bytes(str(tmp_path / "tiny_spills")) == reference
+
+    monkeypatch.setattr(read, "tasks_within_units", lambda config: False)
+    config.output.spill_mb = 256.0
+    assert build.build(config, str(tmp_path / "grouped"))["splits"] == manifest["splits"]
+    assert shard_bytes(str(tmp_path / "grouped")) == reference
+
+
+def test_a_task_split_over_units_stops_the_build_before_its_manifest(tmp_path, data_config, monkeypatch):
+    # Unit by unit, a task in two units would get its negatives drawn apart. JSONL files can share a task, so
+    # JSONL takes the GroupByKey; were a source to promise otherwise wrongly, the build fails, manifest unwritten.
+    write_jsonl(tmp_path / "more.jsonl", task="reverse", n=5, seed=3)
+    data_config.paths = (*data_config.paths, str(tmp_path / "more.jsonl"))
+    monkeypatch.setattr(read, "tasks_within_units", lambda config: True)
+    with pytest.raises(Exception, match="task 'reverse' has examples in two work units"):
+        build.build(data_config, str(tmp_path / "out"))
+    assert not (tmp_path / "out" / build.MANIFEST).exists()
+    monkeypatch.undo()
+    assert build.build(data_config, str(tmp_path / "out"))["splits"]["train"]["tasks"]["reverse"] > 0
+
+
 def test_bad_records_fail_with_file_and_line_or_are_counted(tmp_path, data_config):
     with open(tmp_path / "gen.jsonl", "a") as f:
         f.write(json.dumps({"task": "reverse", "instruction": "", "references": ["x"]}) + "\n")
@@ -138,13 +206,7 @@ def test_bad_records_fail_with_file_and_line_or_are_counted(tmp_path, data_confi
 
 def test_cli_builds_bigbench_tasks(tmp_path, minilm_dir):
     root = tmp_path / "bigbench"
-    for name, examples in {
-        "gen_task": [{"input": f"Spell {w}", "target": " ".join(w)} for w in WORDS],
-        "mc_task": [{"input": f"Is {w} a Greek letter?", "target_scores": {"yes": 1, "no": 0}} for w in WORDS],
-        "held_task": [{"input": f"Upper-case {w}", "target": w.upper()} for w in WORDS[:6]],
-    }.items():
-        (root / name).mkdir(parents=True)
-        (root / name / "task.json").write_text(json.dumps({"name": name, "examples": examples}))
+    bigbench_tasks(root)
     out = tmp_path / "shards"
     cmd = [sys.executable, "-m", "cappy_jax.data.build", "--config", "configs/data/bigbench.py:default",
            "--output", str(out), f"--config.dir={root}", "--config.tasks=('gen_task','mc_task')",

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from cappy_jax.data.candidates import (CORRUPTION_OPS, CandidateSettings, candidates_for_task, corrupt, normalize,
-                                       stable_hash)
+                                       stable_hash, stream_candidates)
 from cappy_jax.data.records import CHOICE, CORRUPTED, NEGATIVE, REFERENCE, Candidate, Example
 from cappy_jax.data.rouge import rouge_l
 
@@ -95,6 +95,20 @@ def test_deterministic_and_seed_dependent() -> None:
     renamed = [Example("other", ex.example_id, ex.instruction, ex.references) for ex in examples]
     d = candidates_for_task(renamed, settings=settings, seed=7)
     assert negs(a) != negs(d)
+
+
+def test_streamed_in_chunks_gives_the_same_candidates() -> None:
+    # The build streams a task's candidates a chunk of examples at a time (Rouge-L per chunk); the draws run
+    # in example order whatever the chunk, so every chunk size gives the same list.
+    examples = gen_task(25)
+    samples = {ex.group_id: [("beam", f"answer number {i}"), ("sample", "topic")] for i, ex in enumerate(examples)}
+    settings = CandidateSettings(negatives_per_positive=2, corruptions_per_reference=2)
+    whole = candidates_for_task(examples, settings=settings, seed=3, samples=samples)
+    assert any(c.kind == CORRUPTED for c in whole) and any(c.kind.startswith("llm:") for c in whole)
+    for chunk in (1, 4, 25, 100):
+        assert list(stream_candidates(examples, settings=settings, seed=3, samples=samples, chunk=chunk)) == whole
+    with pytest.raises(ValueError, match="duplicate example"):  # checked before the first candidate
+        stream_candidates(examples + examples[:1], settings=settings, seed=3)
 
 
 def test_stable_hash_is_process_independent() -> None:

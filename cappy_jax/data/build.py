@@ -13,6 +13,11 @@ Dataflow, Flink or Spark, or on every local core with
     DIR/tokenizer/                                           the tokenizer the ids come from
     DIR/manifest.json                                        counts, label histogram, checksums
 
+Memory: bounded by the largest task and the largest shard, not by the build. Where each task
+lies whole in one work unit (BIG-bench, PromptSource) and no LLM samples, a unit's reader makes
+its tasks' candidates, so no shuffle holds the examples; records go to per-shard spill files
+(DIR/_spill, removed at the end), so Beam's shuffle carries file names, not records.
+
 Determinism: each record's shard and its place inside the shard come from a
 hash of (seed, group, kind, response), so the same config and seed give
 byte-identical shards however Beam schedules the work. Crash safety: shards
@@ -28,7 +33,9 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -45,6 +52,8 @@ SPLITS = records.SPLITS
 MANIFEST = "manifest.json"
 HISTOGRAM_BINS = 10
 PROGRESS_SECONDS = 30.0  # a progress line from each tokenizing worker at most this often
+SPILL_DIR = "_spill"  # under the output directory while a build runs
+_RECORD_OVERHEAD = 512  # bytes a buffered record costs beyond its serialized example (Python objects)
 
 
 class _Sample(beam.DoFn):
@@ -81,14 +90,23 @@ class Written(NamedTuple):
 
 
 class _Tokenize(beam.DoFn):
-    """Pair-encodes batches of candidates into `Written` records keyed by shard; the tokenizer is loaded
-    once per worker."""
+    """Pair-encodes batches of candidates into `Written` records and spills them to per-shard files; the
+    tokenizer is loaded once per worker.
 
-    def __init__(self, tokenizer_dir: str, max_len: int, seed: int, num_shards: Mapping[str, int]):
+    The shuffle then carries ((split, shard), spill file) pairs, not records: Beam's local runners hold a
+    shuffle in memory (about 11 KB a record at the peak), which capped a local build at a few million
+    records. A worker holds at most `spill_mb` of records before writing them out; the files a bundle
+    wrote are emitted when it finishes, so a retried bundle's files are never read (they go with the
+    spill directory)."""
+
+    def __init__(self, tokenizer_dir: str, max_len: int, seed: int, num_shards: Mapping[str, int],
+                 spill_dir: str, spill_mb: float):
         self.tokenizer_dir = tokenizer_dir
         self.max_len = max_len
         self.seed = seed
         self.num_shards = dict(num_shards)
+        self.spill_dir = spill_dir
+        self.spill_bytes = int(spill_mb * 2**20)
 
     def setup(self) -> None:
         from cappy_jax.tokenization import PairTokenizer
@@ -97,7 +115,12 @@ class _Tokenize(beam.DoFn):
         self.done, self.start = 0, time.monotonic()
         self.last_log = self.start
 
-    def process(self, batch: Sequence[tuple[str, records.Candidate]]) -> Iterator[tuple[tuple[str, int], Written]]:
+    def start_bundle(self) -> None:
+        self.buffers: dict[tuple[str, int], list[Written]] = collections.defaultdict(list)
+        self.buffered = 0
+        self.spilled: list[tuple[tuple[str, int], str]] = []
+
+    def process(self, batch: Sequence[tuple[str, records.Candidate]]) -> None:
         enc = self.tokenizer.encode_pairs([c.instruction for _, c in batch], [c.response for _, c in batch],
                                           max_len=self.max_len, warn=False)
         for (split, c), ids, types, cut in zip(batch, enc.input_ids, enc.token_type_ids, enc.truncated):
@@ -105,28 +128,60 @@ class _Tokenize(beam.DoFn):
                    "task": c.task, "group_id": c.group_id, "kind": c.kind, "instruction": c.instruction,
                    "response": c.response}
             key = _record_key(self.seed, rec)
-            yield (split, key % self.num_shards[split]), Written(
-                key, shards.serialize(rec), c.task, c.group_id, c.kind, float(c.label), bool(cut), len(ids))
+            example = shards.serialize(rec)
+            self.buffers[(split, key % self.num_shards[split])].append(Written(
+                key, example, c.task, c.group_id, c.kind, float(c.label), bool(cut), len(ids)))
+            self.buffered += len(example) + _RECORD_OVERHEAD
+        if self.buffered >= self.spill_bytes:
+            self._spill()
         self.done += len(batch)
         now = time.monotonic()
         if now - self.last_log >= PROGRESS_SECONDS:  # the stage between reading and writing takes longest
             self.last_log = now
             log.info("tokenized %d records (%.0f/s in this worker)", self.done, self.done / (now - self.start))
 
+    def finish_bundle(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindows
+
+        self._spill()
+        for item in self.spilled:
+            yield GlobalWindows.windowed_value(item)
+
+    def _spill(self) -> None:
+        for shard, recs in sorted(self.buffers.items()):
+            path = os.path.join(self.spill_dir, f"{shard[0]}-{shard[1]:05d}-{uuid.uuid4().hex}")
+            with tf.io.gfile.GFile(path, "wb") as f:  # one pickled list: read back 30x faster than a TFRecord file
+                pickle.dump([tuple(r) for r in recs], f, protocol=pickle.HIGHEST_PROTOCOL)
+            self.spilled.append((shard, path))
+        self.buffers.clear()
+        self.buffered = 0
+
 
 def _record_key(seed: int, record: Mapping[str, Any]) -> int:
     return _hash(seed, "record", record["group_id"], record["kind"], record["response"])
 
 
-def _write_one_shard(item: tuple[tuple[str, int], Iterable[Written | None]], *, output: str,
+def _write_one_shard(item: tuple[tuple[str, int], Iterable[str | None]], *, output: str,
                      num_shards: Mapping[str, int]) -> dict[str, Any]:
+    """Reads a shard's spill files back, puts the records in key order and writes the shard; one shard's
+    records are all a worker holds here."""
     (split, index), values = item
-    recs = sorted((r for r in values if r is not None), key=lambda r: (r.key, r.example))
+    paths = sorted(p for p in values if p is not None)
+    recs = [Written(*r) for r in _read_spill(paths)]
+    recs.sort(key=lambda r: (r.key, r.example))
     path = os.path.join(output, shards.shard_name(split, index, num_shards[split]))
     stats = shards.write_shard(path, (r.example for r in recs))
     stats.update(split=split, **_counts(recs))
+    for spilled in paths:
+        tf.io.gfile.remove(spilled)
     log.info("wrote %s: %d records", stats["file"], stats["records"])
     return stats
+
+
+def _read_spill(paths: Sequence[str]) -> Iterator[tuple]:
+    for path in paths:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            yield from pickle.load(f)
 
 
 def _counts(recs: Sequence[Written]) -> dict[str, Any]:
@@ -136,17 +191,23 @@ def _counts(recs: Sequence[Written]) -> dict[str, Any]:
     for r in recs:
         hist[min(int(r.label * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
     return {"tasks": dict(by_task), "kinds": dict(by_kind), "label_histogram": hist,
-            "groups": sorted({r.group_id for r in recs}), "truncated": sum(r.truncated for r in recs),
+            "truncated": sum(r.truncated for r in recs),
             "tokens": sum(r.tokens for r in recs)}
 
 
-def merge_manifest(shard_stats: Sequence[Mapping[str, Any]], *, meta: Mapping[str, Any]) -> dict[str, Any]:
-    """Adds per-shard counts up into the manifest; group counts are exact (unions, not sums)."""
+def merge_manifest(shard_stats: Sequence[Mapping[str, Any]], *, meta: Mapping[str, Any],
+                   groups: Iterable[Mapping[str, int]]) -> dict[str, Any]:
+    """Adds per-shard counts up into the manifest. `groups`: each task's example groups per split, counted
+    where the candidates are made (a group's records spread over every shard, so per-shard lists of groups
+    would cost a build's whole group list once per shard)."""
+    group_counts: collections.Counter = collections.Counter()
+    for one in groups:
+        group_counts.update(one)
     splits: dict[str, Any] = {}
     for st in sorted(shard_stats, key=lambda s: s["file"]):
         sp = splits.setdefault(st["split"], {"records": 0, "tokens": 0, "truncated": 0, "tasks": {}, "kinds": {},
-                                             "label_histogram": [0] * HISTOGRAM_BINS, "groups": set(),
-                                             "shards": []})
+                                             "label_histogram": [0] * HISTOGRAM_BINS,
+                                             "groups": group_counts[st["split"]], "shards": []})
         sp["records"] += st["records"]
         sp["tokens"] += st["tokens"]
         sp["truncated"] += st["truncated"]
@@ -154,13 +215,21 @@ def merge_manifest(shard_stats: Sequence[Mapping[str, Any]], *, meta: Mapping[st
             for k, v in st[field].items():
                 sp[field][k] = sp[field].get(k, 0) + v
         sp["label_histogram"] = [a + b for a, b in zip(sp["label_histogram"], st["label_histogram"])]
-        sp["groups"] |= set(st["groups"])
         sp["shards"].append({"file": st["file"], "records": st["records"], "sha256": st["sha256"]})
     for sp in splits.values():
-        sp["groups"] = len(sp["groups"])
         sp["tasks"] = dict(sorted(sp["tasks"].items()))
         sp["kinds"] = dict(sorted(sp["kinds"].items()))
     return {**meta, "splits": {s: splits[s] for s in SPLITS if s in splits}}
+
+
+def check_tasks_within_units(task_units: Iterable[tuple[str, str]]) -> None:
+    """A build that makes candidates unit by unit needs each task whole in one unit (negatives come from
+    the task's other examples); `read.tasks_within_units` promises it for the source, this checks it."""
+    seen: dict[str, str] = {}
+    for task, unit in sorted(task_units):
+        if seen.setdefault(task, unit) != unit:
+            raise ValueError(f"task {task!r} has examples in two work units ({seen[task]!r} and {unit!r}), so its "
+                             f"candidates were made apart: a bug in cappy_jax.data.read; no manifest was written")
 
 
 def _write_manifest(manifest: Mapping[str, Any], output: str) -> None:
@@ -177,8 +246,11 @@ def _prepare_output(output: str, num_shards: Mapping[str, int]) -> None:
     wanted = {shards.shard_name(s, i, n) for s, n in num_shards.items() for i in range(n)}
     for path in tf.io.gfile.glob(os.path.join(output, "*")):
         name = os.path.basename(path)
-        if ".tmp" in name or name == MANIFEST or (name.endswith(".tfrecord") and name not in wanted):
+        if name == SPILL_DIR:
+            tf.io.gfile.rmtree(path)
+        elif ".tmp" in name or name == MANIFEST or (name.endswith(".tfrecord") and name not in wanted):
             tf.io.gfile.remove(path)
+    tf.io.gfile.makedirs(os.path.join(output, SPILL_DIR))
 
 
 def shard_counts(output_config: Mapping[str, Any], *, has_heldout: bool) -> dict[str, int]:
@@ -220,55 +292,87 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
     validation_fraction = float(out_cfg["validation_fraction"])
     log.info("building %d work units into %s (shards %s)", len(units), output, num_shards)
 
-    def read_unit(unit: Any) -> Iterator[Any]:
-        examples, stats = read.read_unit(cfg, unit)
-        yield beam.pvalue.TaggedOutput("stats", stats)
-        for ex in examples:
-            yield unit.heldout, ex
-
-    def task_candidates(item: tuple[str, Iterable[tuple[bool, records.Example, tuple]]]) -> Iterator[Any]:
-        task, values = item
-        # GroupByKey gives no order: sort so the candidates (and their random draws) are reproducible.
+    def candidates_of(task: str, values: Iterable[tuple[bool, records.Example, tuple]]) -> Iterator[Any]:
+        # Sorted: GroupByKey gives no order, and the candidates (their random draws) must be reproducible.
         values = sorted(values, key=lambda v: v[1].example_id)
         samples = {ex.group_id: list(smp) for _, ex, smp in values if smp}
         heldout = {ex.group_id: h for h, ex, _ in values}
-        for c in candidates_lib.candidates_for_task([ex for _, ex, _ in values], settings=settings, seed=seed,
-                                                    samples=samples or None):
-            yield split_of(c.group_id, heldout=heldout[c.group_id], validation_fraction=validation_fraction,
-                           seed=seed), c
+        groups: collections.Counter = collections.Counter()
+        last = None
+        for c in candidates_lib.stream_candidates([ex for _, ex, _ in values], settings=settings, seed=seed,
+                                                  samples=samples or None):
+            split = split_of(c.group_id, heldout=heldout[c.group_id], validation_fraction=validation_fraction,
+                             seed=seed)
+            if c.group_id != last:  # candidates come example by example
+                groups[split] += 1
+                last = c.group_id
+            yield split, c
+        yield beam.pvalue.TaggedOutput("groups", dict(groups))
 
+    def read_unit(unit: Any) -> Iterator[Any]:
+        examples, stats = read.read_unit(cfg, unit)
+        yield beam.pvalue.TaggedOutput("stats", stats)
+        if not whole_tasks:
+            for ex in examples:
+                yield unit.heldout, ex
+            return
+        by_task: dict[str, list] = collections.defaultdict(list)
+        for ex in examples:
+            by_task[ex.task].append((unit.heldout, ex, ()))
+        for task in sorted(by_task):
+            yield beam.pvalue.TaggedOutput("task_units", (task, unit.name))
+            yield from candidates_of(task, by_task.pop(task))
+
+    # Without LLM samples and with every task inside one unit, a unit's reader makes its candidates: no
+    # shuffle holds the examples (2.6 M of them for every BIG-bench task: 11 GB in Beam's local runners).
+    whole_tasks = cfg["llm"]["name"] == "none" and read.tasks_within_units(cfg)
     options = PipelineOptions(beam_options(cfg["beam"], pipeline_options))
     slots = [((s, i), None) for s, n in num_shards.items() for i in range(n)]
     meta = _meta(cfg, output, num_shards)
+    tokenize = _Tokenize(tokenizer_out, max_len, seed, num_shards, os.path.join(output, SPILL_DIR),
+                         float(out_cfg["spill_mb"]))
     with beam.Pipeline(options=options) as p:
         read_out = (p
                     | "Units" >> beam.Create(units)
                     | "Reshuffle" >> beam.Reshuffle()
-                    | "Read" >> beam.FlatMap(read_unit).with_outputs("stats", main="examples"))
-        examples = read_out.examples
-        if cfg["llm"]["name"] != "none":
-            with_samples = (examples
-                            | "BatchForLLM" >> beam.BatchElements(min_batch_size=8, max_batch_size=64)
-                            | "Sample" >> beam.ParDo(_Sample(cfg["llm"])))
+                    | "Read" >> beam.FlatMap(read_unit).with_outputs("stats", "task_units", "groups", main="main"))
+        if whole_tasks:
+            made = read_out
+        elif cfg["llm"]["name"] != "none":
+            made = (read_out.main
+                    | "BatchForLLM" >> beam.BatchElements(min_batch_size=8, max_batch_size=64)
+                    | "Sample" >> beam.ParDo(_Sample(cfg["llm"]))
+                    | "GroupTasks" >> beam.GroupByKey()
+                    | "Candidates" >> beam.FlatMapTuple(candidates_of).with_outputs("groups", main="main"))
         else:
-            with_samples = examples | "NoSamples" >> beam.Map(lambda v: (v[1].task, (v[0], v[1], ())))
-        recs = (with_samples
-                | "GroupTasks" >> beam.GroupByKey()
-                | "Candidates" >> beam.FlatMap(task_candidates)
-                | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
-                | "Tokenize" >> beam.ParDo(_Tokenize(tokenizer_out, max_len, seed, num_shards)))
+            made = (read_out.main
+                    | "NoSamples" >> beam.Map(lambda v: (v[1].task, (v[0], v[1], ())))
+                    | "GroupTasks" >> beam.GroupByKey()
+                    | "Candidates" >> beam.FlatMapTuple(candidates_of).with_outputs("groups", main="main"))
+        spilled = (made.main
+                   | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
+                   | "Tokenize" >> beam.ParDo(tokenize))
         # Every shard slot gets an entry, so an empty shard is still written.
         empty = p | "Slots" >> beam.Create(slots)
-        shard_stats = ((recs, empty)
+        shard_stats = ((spilled, empty)
                        | beam.Flatten()
                        | "GroupShards" >> beam.GroupByKey()
                        | "Write" >> beam.Map(_write_one_shard, output=output, num_shards=num_shards)
                        | "AllShards" >> beam.combiners.ToList())
         source_stats = read_out.stats | "AllSources" >> beam.combiners.ToList()
+        group_counts = made.groups | "AllGroups" >> beam.combiners.ToList()
+        task_units = read_out.task_units | "AllTaskUnits" >> beam.combiners.ToList()
+
+        def manifest(st: list, src: list, grp: list, tu: list) -> None:
+            check_tasks_within_units(tu)
+            _write_manifest(merge_manifest(st, meta={**meta, "sources": read.merge_stats(src)}, groups=grp),
+                            output)
+
         _ = (shard_stats
-             | "Manifest" >> beam.Map(lambda st, src: _write_manifest(
-                 merge_manifest(st, meta={**meta, "sources": read.merge_stats(src)}), output),
-                 src=beam.pvalue.AsSingleton(source_stats)))
+             | "Manifest" >> beam.Map(manifest, src=beam.pvalue.AsSingleton(source_stats),
+                                      grp=beam.pvalue.AsSingleton(group_counts),
+                                      tu=beam.pvalue.AsSingleton(task_units)))
+    tf.io.gfile.rmtree(os.path.join(output, SPILL_DIR))  # what retried bundles spilled, if any
     with tf.io.gfile.GFile(os.path.join(output, MANIFEST)) as f:
         return json.load(f)
 

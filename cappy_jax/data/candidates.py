@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from cappy_jax.data.records import CHOICE, CORRUPTED, LLM_PREFIX, NEGATIVE, REFERENCE, Candidate, Example
 from cappy_jax.data.rouge import rouge_l_batch
@@ -41,6 +41,9 @@ CORRUPTION_OPS = ("delete", "swap", "truncate", "replace")
 # Draws per wanted item before falling back to an exhaustive scan (negatives) or
 # giving up (corruptions): rejection sampling stays O(1) per draw on big tasks.
 _ATTEMPTS_PER_DRAW = 8
+
+# Examples whose candidates `stream_candidates` makes (and labels with Rouge-L) at a time.
+STREAM_CHUNK = 1024
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -177,8 +180,17 @@ def candidates_for_task(examples: Sequence[Example], *, settings: CandidateSetti
     `samples` maps `Example.group_id` -> [(mode, text)] LLM responses; it may hold
     other tasks' groups too. Same inputs and seed give the identical list.
     """
+    return list(stream_candidates(examples, settings=settings, seed=seed, samples=samples))
+
+
+def stream_candidates(examples: Sequence[Example], *, settings: CandidateSettings, seed: int,
+                      samples: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+                      chunk: int = STREAM_CHUNK) -> Iterator[Candidate]:
+    """`candidates_for_task` as it is made, `chunk` examples at a time: a big task's candidates need not be
+    held at once (BIG-bench's intersect_geometry: 250,000 examples of 41 choices each). The inputs are
+    checked before the first candidate; the candidates do not depend on `chunk`."""
     if not examples:
-        return []
+        return iter(())
     task = examples[0].task
     group_ids: set[str] = set()
     for ex in examples:
@@ -187,8 +199,12 @@ def candidates_for_task(examples: Sequence[Example], *, settings: CandidateSetti
         if ex.group_id in group_ids:
             raise ValueError(f"duplicate example {ex.group_id!r}")
         group_ids.add(ex.group_id)
+    return _stream(examples, task, settings, seed, samples or {}, chunk)
+
+
+def _stream(examples: Sequence[Example], task: str, settings: CandidateSettings, seed: int,
+            samples: Mapping[str, Sequence[tuple[str, str]]], chunk: int) -> Iterator[Candidate]:
     rng = random.Random(seed ^ stable_hash(task))
-    samples = samples or {}
 
     # Pools over the task: references for negatives, words (with their example) for replacements.
     ref_pool = [(i, r, normalize(r)) for i, ex in enumerate(examples) for r in ex.references]
@@ -197,49 +213,61 @@ def candidates_for_task(examples: Sequence[Example], *, settings: CandidateSetti
 
     groups: list[_Group] = []
     for i, ex in enumerate(examples):
-        group = _Group(ex)
-        groups.append(group)
-        if ex.is_classification:
-            refs = set(ex.references)
-            for choice in ex.choices:
-                group.add(choice, CHOICE, 1.0 if choice in refs else 0.0)
-            continue
-        own = {normalize(r) for r in ex.references}
-        if settings.include_references:
-            for r in ex.references:
-                group.add(r, REFERENCE, 1.0)
-        if settings.negatives_per_positive:
-            taken: set[str] = set()
-            for _ in ex.references:
-                for neg in _draw_negatives(i, own, ref_pool, settings.negatives_per_positive, rng, taken):
-                    group.add(neg, NEGATIVE, 0.0)
-        if settings.corruptions_per_reference:
-            vocabulary = _other_words(i, word_pool, rng)
-            for r in ex.references:
-                made = 0
-                for _ in range(_ATTEMPTS_PER_DRAW * settings.corruptions_per_reference):
-                    if made == settings.corruptions_per_reference:
-                        break
-                    op = settings.corruption_ops[rng.randrange(len(settings.corruption_ops))]
-                    text = corrupt(r, op, rng, vocabulary, settings.max_edit_fraction)
-                    if text is None or normalize(text) in own:
-                        continue
-                    made += group.add(text, CORRUPTED, None)
-        for mode, text in samples.get(ex.group_id, ()):
-            if not isinstance(mode, str) or not mode:
-                raise ValueError(f"{ex.group_id}: LLM sample mode must be a non-empty str, got {mode!r}")
-            group.add(text.strip(), LLM_PREFIX + mode, None)
+        groups.append(_candidates_of(i, ex, settings, rng, ref_pool, word_pool, samples))
+        if len(groups) == chunk or i == len(examples) - 1:
+            yield from _labelled(task, groups)
+            groups = []
 
-    # Rouge-L for all corrupted and sampled candidates of the task in one batched call.
+
+def _candidates_of(i: int, ex: Example, settings: CandidateSettings, rng: random.Random,
+                   ref_pool: Sequence[tuple[int, str, str]], word_pool: Sequence[tuple[int, str]],
+                   samples: Mapping[str, Sequence[tuple[str, str]]]) -> _Group:
+    """One example's candidates; those labelled None wait for Rouge-L (`_labelled`)."""
+    group = _Group(ex)
+    if ex.is_classification:
+        refs = set(ex.references)
+        for choice in ex.choices:
+            group.add(choice, CHOICE, 1.0 if choice in refs else 0.0)
+        return group
+    own = {normalize(r) for r in ex.references}
+    if settings.include_references:
+        for r in ex.references:
+            group.add(r, REFERENCE, 1.0)
+    if settings.negatives_per_positive:
+        taken: set[str] = set()
+        for _ in ex.references:
+            for neg in _draw_negatives(i, own, ref_pool, settings.negatives_per_positive, rng, taken):
+                group.add(neg, NEGATIVE, 0.0)
+    if settings.corruptions_per_reference:
+        vocabulary = _other_words(i, word_pool, rng)
+        for r in ex.references:
+            made = 0
+            for _ in range(_ATTEMPTS_PER_DRAW * settings.corruptions_per_reference):
+                if made == settings.corruptions_per_reference:
+                    break
+                op = settings.corruption_ops[rng.randrange(len(settings.corruption_ops))]
+                text = corrupt(r, op, rng, vocabulary, settings.max_edit_fraction)
+                if text is None or normalize(text) in own:
+                    continue
+                made += group.add(text, CORRUPTED, None)
+    for mode, text in samples.get(ex.group_id, ()):
+        if not isinstance(mode, str) or not mode:
+            raise ValueError(f"{ex.group_id}: LLM sample mode must be a non-empty str, got {mode!r}")
+        group.add(text.strip(), LLM_PREFIX + mode, None)
+    return group
+
+
+def _labelled(task: str, groups: Sequence[_Group]) -> Iterator[Candidate]:
+    """The groups' candidates, Rouge-L for the corrupted and sampled ones in one batched call."""
     pending = [(g, k) for g in groups for k, (_, _, label) in enumerate(g.items) if label is None]
     scores = rouge_l_batch([g.example.references for g, _ in pending], [g.items[k][0] for g, k in pending])
     for (g, k), score in zip(pending, scores):
         response, kind, _ = g.items[k]
         g.items[k] = (response, kind, float(score))
-
-    return [Candidate(task=task, group_id=g.example.group_id, instruction=g.example.instruction,
-                      response=response, label=label, kind=kind)
-            for g in groups for response, kind, label in g.items]
+    for g in groups:
+        for response, kind, label in g.items:
+            yield Candidate(task=task, group_id=g.example.group_id, instruction=g.example.instruction,
+                            response=response, label=label, kind=kind)
 
 
 def _other_words(i: int, word_pool: Sequence[tuple[int, str]], rng: random.Random,

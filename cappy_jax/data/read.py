@@ -476,6 +476,14 @@ def work_units(config: Mapping[str, Any]) -> list[Unit]:
     return _UNITS[_source(config)](config)
 
 
+def tasks_within_units(config: Mapping[str, Any]) -> bool:
+    """Whether every task of the config lies whole in one unit, so a build can make its candidates (which
+    draw negatives from the task's other examples) unit by unit: a BIG-bench unit is a task (or a task's
+    subtasks, each its own task), a PromptSource unit is one template of one dataset. Not JSONL: two files
+    may hold one task."""
+    return _source(_plain(config)) in ("bigbench", "promptsource")
+
+
 def read_unit(config: Mapping[str, Any], unit: Unit) -> tuple[list[Example], dict[str, int]]:
     """The unit's examples and integer stats (at least `STAT_KEYS`; promptsource adds `rows`, `over_cap`)."""
     config = _plain(config)

@@ -49,6 +49,8 @@ def output() -> dict[str, Any]:
         eval_shards=4,                 # shards of the validation and heldout splits
         validation_fraction=0.02,      # share of the training tasks' example groups kept for validation
         seed=0,                        # negatives, corruptions, LLM sampling, shuffling, T0's per-dataset caps
+        spill_mb=256.0,                # records a build worker holds before writing them to spill files (MB);
+                                       # the shards do not depend on it, a build's memory does
     )
 
 
@@ -57,8 +59,9 @@ def beam() -> dict[str, Any]:
 
     FnApiRunner is Beam's in-process batch runner. `DirectRunner` first tries Prism, a Go runner it
     downloads from GitHub: offline that try fails after leaving a directory in /tmp, online the build runs
-    on another runner than the one tested here. Every local runner keeps the shuffled data in memory, so
-    builds larger than memory belong on a distributed runner (`--runner=DataflowRunner ...`).
+    on another runner than the one tested here. A local build's memory is bounded by its largest task and
+    shard (records reach their shard through spill files, `output.spill_mb`); a distributed runner
+    (`--runner=DataflowRunner ...`) spreads the work over machines.
     """
     return dict(
         runner="FnApiRunner",
