@@ -164,7 +164,9 @@ def _record_key(seed: int, record: Mapping[str, Any]) -> int:
 def _write_one_shard(item: tuple[tuple[str, int], Iterable[str | None]], *, output: str,
                      num_shards: Mapping[str, int]) -> dict[str, Any]:
     """Reads a shard's spill files back, puts the records in key order and writes the shard; one shard's
-    records are all a worker holds here."""
+    records are all a worker holds here. The spill files go once the shard is written, so the disk holds a
+    record about once; should a runner retry this shard after that, it fails, and a re-run of the build
+    rewrites every shard."""
     (split, index), values = item
     paths = sorted(p for p in values if p is not None)
     recs = [Written(*r) for r in _read_spill(paths)]
@@ -338,15 +340,14 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
                     | "Read" >> beam.FlatMap(read_unit).with_outputs("stats", "task_units", "groups", main="main"))
         if whole_tasks:
             made = read_out
-        elif cfg["llm"]["name"] != "none":
-            made = (read_out.main
-                    | "BatchForLLM" >> beam.BatchElements(min_batch_size=8, max_batch_size=64)
-                    | "Sample" >> beam.ParDo(_Sample(cfg["llm"]))
-                    | "GroupTasks" >> beam.GroupByKey()
-                    | "Candidates" >> beam.FlatMapTuple(candidates_of).with_outputs("groups", main="main"))
         else:
-            made = (read_out.main
-                    | "NoSamples" >> beam.Map(lambda v: (v[1].task, (v[0], v[1], ())))
+            if cfg["llm"]["name"] != "none":
+                by_task = (read_out.main
+                           | "BatchForLLM" >> beam.BatchElements(min_batch_size=8, max_batch_size=64)
+                           | "Sample" >> beam.ParDo(_Sample(cfg["llm"])))
+            else:
+                by_task = read_out.main | "NoSamples" >> beam.Map(lambda v: (v[1].task, (v[0], v[1], ())))
+            made = (by_task
                     | "GroupTasks" >> beam.GroupByKey()
                     | "Candidates" >> beam.FlatMapTuple(candidates_of).with_outputs("groups", main="main"))
         spilled = (made.main
