@@ -138,6 +138,17 @@ def _truncated_copy(encoding: tokenizers.Encoding, length: int) -> tokenizers.En
     return copy
 
 
+class NoTokensError(ValueError):
+    """A text with characters, none of which the tokenizer keeps (e.g. only control or zero-width
+    characters, which a BERT normalizer drops): there is nothing to score. `index` is the pair's."""
+
+    def __init__(self, index: int, field: str, text: str) -> None:
+        shown = repr(text if len(text) <= 60 else text[:60] + "...")
+        super().__init__(f"pair {index}: {field} {shown} has no tokens after tokenization: the tokenizer drops every "
+                         f"one of its characters")
+        self.index, self.field = index, field
+
+
 def _check_texts(instructions: Sequence[str], responses: Sequence[str]) -> None:
     """Reject bad input with the pair index, since a batch can hold thousands of pairs."""
     for name, texts in (("instructions", instructions), ("responses", responses)):
@@ -245,10 +256,9 @@ class PairTokenizer:
 
         for i, (a, b) in enumerate(zip(index_a, index_b)):
             la, lb = lengths_a[a], lengths_b[b]
-            for field, n in (("instruction", la), ("response", lb)):
+            for field, n, texts in (("instruction", la, instructions), ("response", lb, responses)):
                 if n == 0:
-                    # e.g. only control characters, which the normalizer drops
-                    raise ValueError(f"pair {i}: {field} has no tokens after tokenization")
+                    raise NoTokensError(i, field, texts[i])
             ka, kb = truncation_lengths(la, lb, budget)
             enc_a, enc_b = cut(encoded_a, a, ka, cuts_a), cut(encoded_b, b, kb, cuts_b)
             truncated[i] = (ka, kb) != (la, lb)
@@ -267,6 +277,12 @@ class PairTokenizer:
             )
         return EncodedPairs(input_ids=input_ids, token_type_ids=token_type_ids, truncated=truncated)
 
+    def has_tokens(self, texts: Sequence[str]) -> np.ndarray:
+        """Per text, whether the tokenizer keeps any of it (`encode_pairs` raises `NoTokensError` otherwise)."""
+        distinct = list(dict.fromkeys(texts))
+        kept = {t: len(e) > 0 for t, e in zip(distinct, self._tokenizer.encode_batch(distinct, add_special_tokens=False))}
+        return np.array([kept[t] for t in texts], bool)
+
     def encode_texts(self, texts: Sequence[str], max_len: int = 512) -> EncodedPairs:
         """Single texts as the tokenizer encodes one sequence (`[CLS] text [SEP]`), cut from the end.
 
@@ -281,7 +297,7 @@ class PairTokenizer:
         positions, encodings, lengths = self._encode_unique(list(texts), budget)
         for i, u in enumerate(positions):
             if lengths[u] == 0:
-                raise ValueError(f"text {i} has no tokens after tokenization")
+                raise NoTokensError(i, "text", texts[i])
             enc, truncated[i] = encodings[u], lengths[u] > budget
             single = self._tokenizer.post_process(enc, None, add_special_tokens=True)
             input_ids.append(np.asarray(single.ids, dtype=np.int32))

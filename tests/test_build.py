@@ -194,6 +194,23 @@ def test_a_task_split_over_units_stops_the_build_before_its_manifest(tmp_path, d
     assert build.build(data_config, str(tmp_path / "out"))["splits"]["train"]["tasks"]["reverse"] > 0
 
 
+def test_pairs_the_tokenizer_keeps_nothing_of_are_left_out_and_counted(tmp_path, data_config, caplog):
+    # A zero-width space is a character, so the candidate is not blank, but MiniLM's normalizer drops it: no
+    # response to score. The build leaves the pair out and counts it, rather than failing (at BIG-bench's
+    # full scale, 22 minutes into a build).
+    with open(tmp_path / "cls.jsonl", "a") as f:
+        f.write(json.dumps({"task": "longness", "instruction": "Is 'x' long?", "choices": ["yes", "\u200b"],
+                            "label": 0}) + "\n")
+    with caplog.at_level(logging.WARNING, logger="cappy_jax.data.build"):
+        manifest = build.build(data_config, str(tmp_path / "out"))
+    split = next(s for s, sp in manifest["splits"].items() if sp["no_tokens"])
+    assert manifest["splits"][split]["no_tokens"] == 1
+    assert sum(sp["no_tokens"] for sp in manifest["splits"].values()) == 1
+    recs = shards.read_records(shards.shard_files(str(tmp_path / "out"), split))
+    assert "\u200b" not in set(recs["response"]) and "yes" in set(recs["response"])
+    assert any("longness/" in r.getMessage() and "has no tokens" in r.getMessage() for r in caplog.records)
+
+
 def test_bad_records_fail_with_file_and_line_or_are_counted(tmp_path, data_config):
     with open(tmp_path / "gen.jsonl", "a") as f:
         f.write(json.dumps({"task": "reverse", "instruction": "", "references": ["x"]}) + "\n")

@@ -414,7 +414,7 @@ def test_non_string(bert_pt, a, b, match):
         (["ok", "ok", "ok", "ok"], ["ok", "ok", "ok", ""], r"pair 3: response is empty"),
         (["ok", " \n\t "], ["ok", "ok"], r"pair 1: instruction is empty \(whitespace only\)"),
         (["", "ok"], ["ok", "ok"], r"pair 0: instruction is empty"),
-        (["ok", "ok"], ["ok", "\x00\x01"], r"pair 1: response has no tokens"),
+        (["ok", "ok"], ["ok", "\x00\x01"], r"pair 1: response .\\x00\\x01. has no tokens"),
     ],
 )
 def test_empty_fields(bert_pt, a, b, match):

@@ -54,6 +54,7 @@ HISTOGRAM_BINS = 10
 PROGRESS_SECONDS = 30.0  # a progress line from each tokenizing worker at most this often
 SPILL_DIR = "_spill"  # under the output directory while a build runs
 _RECORD_OVERHEAD = 512  # bytes a buffered record costs beyond its serialized example (Python objects)
+_DROPS_LOGGED = 5  # pairs without tokens a worker names in the log; the manifest counts all
 
 
 class _Sample(beam.DoFn):
@@ -112,7 +113,7 @@ class _Tokenize(beam.DoFn):
         from cappy_jax.tokenization import PairTokenizer
 
         self.tokenizer = PairTokenizer.from_dir(self.tokenizer_dir)
-        self.done, self.start = 0, time.monotonic()
+        self.done, self.dropped, self.start = 0, 0, time.monotonic()
         self.last_log = self.start
 
     def start_bundle(self) -> None:
@@ -120,9 +121,28 @@ class _Tokenize(beam.DoFn):
         self.buffered = 0
         self.spilled: list[tuple[tuple[str, int], str]] = []
 
-    def process(self, batch: Sequence[tuple[str, records.Candidate]]) -> None:
-        enc = self.tokenizer.encode_pairs([c.instruction for _, c in batch], [c.response for _, c in batch],
-                                          max_len=self.max_len, warn=False)
+    def process(self, batch: Sequence[tuple[str, records.Candidate]]) -> Iterator[Any]:
+        from cappy_jax.tokenization import NoTokensError
+
+        try:
+            enc = self._encode(batch)
+        except NoTokensError:  # rare: find them, count them, go on (BIG-bench's real_or_fake_text:gpt2 has a
+            # response of two U+FFFD characters, which BERT's normalizer drops: the full build stopped on it)
+            keep = (self.tokenizer.has_tokens([c.instruction for _, c in batch])
+                    & self.tokenizer.has_tokens([c.response for _, c in batch]))
+            dropped: collections.Counter = collections.Counter()
+            for (split, c), kept in zip(batch, keep):
+                if not kept:
+                    dropped[split] += 1
+                    self.dropped += 1
+                    if self.dropped <= _DROPS_LOGGED:
+                        log.warning("left out a %s pair of %s whose instruction or response has no tokens: the "
+                                    "tokenizer drops every character of %r (counted as no_tokens in the manifest)",
+                                    c.kind, c.group_id, c.response[:60])
+            for split, n in sorted(dropped.items()):
+                yield beam.pvalue.TaggedOutput("no_tokens", (split, n))
+            batch = [item for item, kept in zip(batch, keep) if kept]
+            enc = self._encode(batch)
         for (split, c), ids, types, cut in zip(batch, enc.input_ids, enc.token_type_ids, enc.truncated):
             rec = {"input_ids": ids.tolist(), "token_type_ids": types.tolist(), "label": float(c.label),
                    "task": c.task, "group_id": c.group_id, "kind": c.kind, "instruction": c.instruction,
@@ -139,6 +159,10 @@ class _Tokenize(beam.DoFn):
         if now - self.last_log >= PROGRESS_SECONDS:  # the stage between reading and writing takes longest
             self.last_log = now
             log.info("tokenized %d records (%.0f/s in this worker)", self.done, self.done / (now - self.start))
+
+    def _encode(self, batch: Sequence[tuple[str, records.Candidate]]) -> Any:
+        return self.tokenizer.encode_pairs([c.instruction for _, c in batch], [c.response for _, c in batch],
+                                           max_len=self.max_len, warn=False)
 
     def finish_bundle(self) -> Iterator[Any]:
         from apache_beam.transforms.window import GlobalWindows
@@ -198,16 +222,21 @@ def _counts(recs: Sequence[Written]) -> dict[str, Any]:
 
 
 def merge_manifest(shard_stats: Sequence[Mapping[str, Any]], *, meta: Mapping[str, Any],
-                   groups: Iterable[Mapping[str, int]]) -> dict[str, Any]:
+                   groups: Iterable[Mapping[str, int]], no_tokens: Iterable[tuple[str, int]] = ()) -> dict[str, Any]:
     """Adds per-shard counts up into the manifest. `groups`: each task's example groups per split, counted
     where the candidates are made (a group's records spread over every shard, so per-shard lists of groups
-    would cost a build's whole group list once per shard)."""
+    would cost a build's whole group list once per shard). `no_tokens`: (split, pairs) left out because the
+    tokenizer kept nothing of their instruction or response."""
     group_counts: collections.Counter = collections.Counter()
     for one in groups:
         group_counts.update(one)
+    dropped: collections.Counter = collections.Counter()
+    for split, n in no_tokens:
+        dropped[split] += n
     splits: dict[str, Any] = {}
     for st in sorted(shard_stats, key=lambda s: s["file"]):
-        sp = splits.setdefault(st["split"], {"records": 0, "tokens": 0, "truncated": 0, "tasks": {}, "kinds": {},
+        sp = splits.setdefault(st["split"], {"records": 0, "tokens": 0, "truncated": 0,
+                                             "no_tokens": dropped[st["split"]], "tasks": {}, "kinds": {},
                                              "label_histogram": [0] * HISTOGRAM_BINS,
                                              "groups": group_counts[st["split"]], "shards": []})
         sp["records"] += st["records"]
@@ -350,9 +379,10 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
             made = (by_task
                     | "GroupTasks" >> beam.GroupByKey()
                     | "Candidates" >> beam.FlatMapTuple(candidates_of).with_outputs("groups", main="main"))
-        spilled = (made.main
-                   | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
-                   | "Tokenize" >> beam.ParDo(tokenize))
+        tokenized = (made.main
+                     | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
+                     | "Tokenize" >> beam.ParDo(tokenize).with_outputs("no_tokens", main="spilled"))
+        spilled = tokenized.spilled
         # Every shard slot gets an entry, so an empty shard is still written.
         empty = p | "Slots" >> beam.Create(slots)
         shard_stats = ((spilled, empty)
@@ -363,16 +393,18 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
         source_stats = read_out.stats | "AllSources" >> beam.combiners.ToList()
         group_counts = made.groups | "AllGroups" >> beam.combiners.ToList()
         task_units = read_out.task_units | "AllTaskUnits" >> beam.combiners.ToList()
+        no_tokens = tokenized.no_tokens | "AllNoTokens" >> beam.combiners.ToList()
 
-        def manifest(st: list, src: list, grp: list, tu: list) -> None:
+        def manifest(st: list, src: list, grp: list, tu: list, nt: list) -> None:
             check_tasks_within_units(tu)
-            _write_manifest(merge_manifest(st, meta={**meta, "sources": read.merge_stats(src)}, groups=grp),
-                            output)
+            _write_manifest(merge_manifest(st, meta={**meta, "sources": read.merge_stats(src)}, groups=grp,
+                                           no_tokens=nt), output)
 
         _ = (shard_stats
              | "Manifest" >> beam.Map(manifest, src=beam.pvalue.AsSingleton(source_stats),
                                       grp=beam.pvalue.AsSingleton(group_counts),
-                                      tu=beam.pvalue.AsSingleton(task_units)))
+                                      tu=beam.pvalue.AsSingleton(task_units),
+                                      nt=beam.pvalue.AsSingleton(no_tokens)))
     tf.io.gfile.rmtree(os.path.join(output, SPILL_DIR))  # what retried bundles spilled, if any
     with tf.io.gfile.GFile(os.path.join(output, MANIFEST)) as f:
         return json.load(f)
@@ -408,8 +440,8 @@ def main(argv: Sequence[str]) -> None:
     except FileNotFoundError as e:  # sources or tokenizer not where the config says: the message says what to fetch
         raise SystemExit(f"error: {e}") from None
     for split, sp in manifest["splits"].items():
-        log.info("%-10s %8d records, %6d groups, %4d tasks, %d truncated, kinds %s", split, sp["records"],
-                 sp["groups"], len(sp["tasks"]), sp["truncated"], sp["kinds"])
+        log.info("%-10s %8d records, %6d groups, %4d tasks, %d truncated, %d left out without tokens, kinds %s",
+                 split, sp["records"], sp["groups"], len(sp["tasks"]), sp["truncated"], sp["no_tokens"], sp["kinds"])
     log.info("sources: %s", manifest["sources"])
     log.info("wrote %s", os.path.join(f.output, MANIFEST))
 
