@@ -497,11 +497,32 @@ def evaluate_config(config: Any, output: str | os.PathLike, scorer: PairScorer, 
                            baselines=baselines)
 
 
+def _readable(loaded: Loaded, scorer: PairScorer, *, choices: bool) -> Loaded:
+    """Leaves out, and counts, the examples with a text of which the scorer's tokenizer keeps nothing: such a
+    pair has nothing to score, and the tokenizer refuses it. BIG-bench's real_or_fake_text:gpt2 has a choice
+    of two U+FFFD characters, which BERT's normalizer drops."""
+    tokenizer = getattr(scorer, "tokenizer", None)
+    if not hasattr(tokenizer, "has_tokens"):
+        return loaded
+    texts = [[e.instruction, *(e.choices if choices else ())] for e in loaded.examples]
+    kept_text = iter(tokenizer.has_tokens([t for ts in texts for t in ts]))
+    keep = [all([next(kept_text) for _ in ts]) for ts in texts]
+    left = keep.count(False)
+    if not left:
+        return loaded
+    first = loaded.examples[keep.index(False)]
+    log.warning("left out %d example(s) with an instruction or choice of which the tokenizer keeps nothing, "
+                "e.g. %s", left, first.group_id)
+    return dataclasses.replace(loaded, examples=[e for e, k in zip(loaded.examples, keep) if k],
+                               skipped={**loaded.skipped, "no_tokens": left})
+
+
 def _run_and_report(cfg: dict[str, Any], loaded: Loaded, scorer: PairScorer, output: str | os.PathLike, *,
                     scorer_name: str, backend: Any, baselines: Any) -> Evaluation:
     from cappy_jax import report
 
     start = time.time()
+    loaded = _readable(loaded, scorer, choices=cfg["suite"] == CHOICE)
     log.info("%s suite: %d examples in %d tasks from %d unit(s)", cfg["suite"], len(loaded.examples),
              len({e.task for e in loaded.examples}), len(loaded.units))
     evaluation = run_suite(cfg, loaded, scorer, backend=backend, baselines=baselines)

@@ -275,8 +275,8 @@ class Scorer:
             try:
                 out[start:start + len(chunk)] = self._score_chunk(chunk, progress)
             except (TypeError, ValueError) as e:
-                if start and str(e).startswith("pair "):  # renumber the tokenizer's message
-                    raise type(e)(f"{e} (of the chunk starting at pair {start})") from None
+                if start and str(e).startswith("pair "):  # place the tokenizer's pair number; same error type
+                    e.args = (f"{e} (of the chunk starting at pair {start})",)
                 raise
         return out
 

@@ -369,6 +369,23 @@ def test_report_files_hold_the_numbers(tmp_path, choice_dir):
     assert sorted(os.listdir(tmp_path / "noplots")) == ["predictions.jsonl", "report.md", "results.json"]
 
 
+def test_examples_the_tokenizer_keeps_nothing_of_are_left_out_and_reported(tmp_path, choice_dir, tiny_scorer_dir):
+    # BIG-bench's real_or_fake_text:gpt2 has a choice of two U+FFFD characters, which BERT's normalizer drops:
+    # the tokenizer refuses the pair, and the evaluation stopped on it.
+    from cappy_jax.scoring import Scorer
+
+    data_dir, records = choice_dir
+    odd = {"task": "beta", "id": "odd", "instruction": "beta: which colour? (odd)", "choices": ["red", "\ufffd \ufffd"],
+           "label": [0]}
+    write_lines(data_dir / "b.jsonl", records["beta"] + [odd])
+    cfg = jsonl_config(data_dir, units="all", plots=False)
+    ev = evaluate.evaluate_config(cfg, tmp_path / "out", Scorer.from_checkpoint(str(tiny_scorer_dir), max_len=128))
+    assert ev.results["counts"]["examples"] == 12 + 7  # the odd one left out (and the generation record)
+    assert "odd" not in {p["id"] for p in ev.predictions}
+    assert "left out: " in (tmp_path / "out" / "report.md").read_text()
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["meta"]["skipped"]["no_tokens"] == 1
+
+
 def test_config_variants():
     expected = {"bigbench_choice": ("choice", "bigbench", "heldout"), "bigbench_generation": ("generation", "bigbench",
                                                                                             "heldout"),

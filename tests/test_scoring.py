@@ -27,6 +27,16 @@ def scorer(tiny_scorer_dir) -> Scorer:
     return Scorer.from_checkpoint(str(tiny_scorer_dir), **TINY)
 
 
+def test_a_pair_without_tokens_is_named_by_its_place_in_the_whole_call(tiny_scorer_dir) -> None:
+    from cappy_jax.tokenization import NoTokensError
+
+    small_chunks = Scorer.from_checkpoint(str(tiny_scorer_dir), **{**TINY, "chunk_pairs": 4})
+    pairs = [("q", f"answer {i}") for i in range(9)] + [("q", "\ufffd \ufffd")]  # BERT's normalizer drops U+FFFD
+    with pytest.raises(NoTokensError, match=r"pair 1: response '\ufffd \ufffd' has no tokens .*\(of the chunk "
+                                            r"starting at pair 8\)"):
+        small_chunks.score(pairs)
+
+
 def test_plan_covers_every_pair_once_within_limits() -> None:
     opts = scoring.options(**TINY, max_segments=4)
     lengths = np.random.default_rng(1).integers(3, 129, 300)
