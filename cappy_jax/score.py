@@ -199,20 +199,14 @@ def _untokenizable(scorer: Scorer, record: Record) -> str | None:
     """Why `record` fails to tokenize (e.g. text of control characters only), or None."""
     if getattr(scorer, "tokenizer", None) is None:
         return None
-    for i, text in enumerate(record.texts):
-        if text in record.texts[:i]:
-            continue
-        try:
-            scorer.tokenizer.encode_pairs([record.instruction], [text], scorer.opts.max_len, warn=False)
-        except (TypeError, ValueError):
-            try:
-                scorer.tokenizer.encode_pairs([record.instruction], ["x"], scorer.opts.max_len, warn=False)
-            except (TypeError, ValueError):
-                what = '"instruction"'
-            else:
-                what = f'"candidates"[{i}]' if record.candidates else '"response"'
-            return f"{what} has no tokens after tokenization (e.g. only control characters): give it visible text"
-    return None
+    kept = scorer.tokenizer.has_tokens([record.instruction, *record.texts])
+    if kept.all():
+        return None
+    if not kept[0]:
+        what = '"instruction"'
+    else:
+        what = f'"candidates"[{int(np.argmin(kept[1:]))}]' if record.candidates else '"response"'
+    return f"{what} has no tokens after tokenization (e.g. only control characters): give it visible text"
 
 
 def _score_records(scorer: Scorer, records: list[Record], progress: Callable[[int], None] | None,
