@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from cappy_jax.data import build, read, shards
+from cappy_jax.data.rouge import rouge_l_batch
 from configs.data import jsonl as jsonl_config
 from conftest import WORDS, write_jsonl
 
@@ -179,6 +180,79 @@ def test_unit_by_unit_candidates_and_spilled_shuffle_give_the_same_shards(tmp_pa
     config.output.spill_mb = 256.0
     assert build.build(config, str(tmp_path / "grouped"))["splits"] == manifest["splits"]
     assert shard_bytes(str(tmp_path / "grouped")) == reference
+
+
+class EchoLLM:
+    """An LLM backend that answers each instruction with its own words, recording each `generate` call."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def generate(self, instructions, recipe):
+        self.calls.append(list(instructions))
+        return [[(m.name, f"{inst.split()[-1]} {m.name} {k}") for m in recipe for k in range(m.num_return)]
+                for inst in instructions]
+
+
+def bigbench_config(tmp_path, minilm_dir):
+    from configs.data import bigbench as bigbench_config
+
+    bigbench_tasks(tmp_path / "bigbench")
+    config = bigbench_config.get_config("default")
+    config.dir = str(tmp_path / "bigbench")
+    config.tasks = ("gen_task", "mc_task", "two_ways")
+    config.heldout_tasks = ("held_task",)
+    config.output.scorer_dir = str(minilm_dir)
+    config.output.update(max_len=48, num_shards=3, eval_shards=2, validation_fraction=0.2)
+    return config
+
+
+def test_llm_samples_come_from_fixed_chunks_of_each_task_whatever_path_the_build_takes(tmp_path, minilm_dir,
+                                                                                      monkeypatch):
+    # Beam's BatchElements sizes batches by timing, and an LLM's samples depend on which instructions share a
+    # batch (HFBackend seeds each batch), so the LLM is given each task's examples in example order, a fixed
+    # chunk at a time: the same samples, and the same bytes, in the reader and after the GroupByKey.
+    from cappy_jax.data import candidates as candidates_lib, llm
+
+    config = bigbench_config(tmp_path, minilm_dir)
+    config.llm.name = "hf"
+    config.llm.hf.model_dir = "unused: the backend is EchoLLM"
+    monkeypatch.setattr(candidates_lib, "STREAM_CHUNK", 5)
+    backends = []
+    monkeypatch.setattr(llm, "backend_from_config", lambda cfg: backends.append(EchoLLM()) or backends[-1])
+    manifest = build.build(config, str(tmp_path / "by_unit"))
+    calls = [c for b in backends for c in b.calls]
+    expected = []  # each generation task's instructions by example id, cut into chunks of 5
+    for unit in read.work_units(config.to_dict()):
+        examples, _ = read.read_unit(config.to_dict(), unit)
+        for task in sorted({ex.task for ex in examples}):
+            ordered = sorted((ex for ex in examples if ex.task == task), key=lambda ex: ex.example_id)
+            expected += [[ex.instruction for ex in ordered[i:i + 5] if not ex.is_classification]
+                         for i in range(0, len(ordered), 5)]
+    expected = [c for c in expected if c]  # no LLM call for choices, which are a complete candidate set
+    assert sorted(calls) == sorted(expected)
+    assert max(len(c) for c in calls) == 5 and not any("Greek letter" in i for c in calls for i in c)
+    train = manifest["splits"]["train"]
+    assert {f"llm:{m.name}" for m in llm.REFERENCE_RECIPE} <= set(train["kinds"])
+    assert train["kinds"]["llm:sample"] == 4 * train["kinds"]["reference"]  # choice tasks get no samples
+    got = shards.read_records(shards.shard_files(str(tmp_path / "by_unit"), "train"))
+    recs = [dict(zip(got, values)) for values in zip(*got.values())]
+    references = {r["group_id"]: [r["response"]] for r in recs if r["kind"] == "reference"}
+    sampled = [r for r in recs if r["kind"].startswith("llm:")]
+    assert np.allclose([r["label"] for r in sampled],  # labelled with Rouge-L against the example's references
+                       rouge_l_batch([references[r["group_id"]] for r in sampled], [r["response"] for r in sampled]))
+    reference = shard_bytes(str(tmp_path / "by_unit"))
+
+    backends.clear()
+    monkeypatch.setattr(read, "tasks_within_units", lambda config: False)
+    assert build.build(config, str(tmp_path / "grouped"))["splits"] == manifest["splits"]
+    assert sorted(c for b in backends for c in b.calls) == sorted(expected)
+    assert shard_bytes(str(tmp_path / "grouped")) == reference
+
+    config.llm.hf.model_dir = ""  # what the backend needs is checked before the output directory is touched
+    with pytest.raises(ValueError, match="--llm_model"):
+        build.build(config, str(tmp_path / "no_model"))
+    assert not (tmp_path / "no_model").exists()
 
 
 def test_a_task_split_over_units_stops_the_build_before_its_manifest(tmp_path, data_config, monkeypatch):

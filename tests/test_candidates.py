@@ -111,6 +111,24 @@ def test_streamed_in_chunks_gives_the_same_candidates() -> None:
         stream_candidates(examples + examples[:1], settings=settings, seed=3)
 
 
+def test_a_sampler_is_asked_chunk_by_chunk_for_generation_examples_only() -> None:
+    examples = gen_task(10) + [Example(task="summ", example_id=f"c{i}", instruction=f"pick {i}",
+                                       references=("yes",), choices=("yes", "no")) for i in range(3)]
+    samples = {ex.group_id: [("sample", f"sampled answer {i}")] for i, ex in enumerate(examples)}
+    calls: list[list[str]] = []
+
+    def sampler(chunk):
+        calls.append([ex.example_id for ex in chunk])
+        return {ex.group_id: samples[ex.group_id] for ex in chunk}
+
+    settings = CandidateSettings(corruptions_per_reference=1)
+    whole = candidates_for_task(examples, settings=settings, seed=3, samples=samples)
+    assert list(stream_candidates(examples, settings=settings, seed=3, sampler=sampler, chunk=4)) == whole
+    assert calls == [["0", "1", "2", "3"], ["4", "5", "6", "7"], ["8", "9"]]  # the last chunk's choices: none
+    with pytest.raises(ValueError, match="not both"):
+        stream_candidates(examples, settings=settings, seed=3, samples=samples, sampler=sampler)
+
+
 def test_stable_hash_is_process_independent() -> None:
     import subprocess
     import sys

@@ -14,8 +14,8 @@ Dataflow, Flink or Spark, or on every local core with
     DIR/manifest.json                                        counts, label histogram, checksums
 
 Memory: bounded by the largest task and the largest shard, not by the build. Where each task
-lies whole in one work unit (BIG-bench, PromptSource) and no LLM samples, a unit's reader makes
-its tasks' candidates, so no shuffle holds the examples; records go to per-shard spill files
+lies whole in one work unit (BIG-bench, PromptSource), a unit's reader makes its tasks' candidates
+(LLM samples included), so no shuffle holds the examples; records go to per-shard spill files
 (DIR/_spill, removed at the end), so Beam's shuffle carries file names, not records.
 
 Determinism: each record's shard and its place inside the shard come from a
@@ -57,22 +57,84 @@ _RECORD_OVERHEAD = 512  # bytes a buffered record costs beyond its serialized ex
 _DROPS_LOGGED = 5  # pairs without tokens a worker names in the log; the manifest counts all
 
 
-class _Sample(beam.DoFn):
-    """Adds LLM samples to batches of examples; the backend is built once per worker."""
+class _Candidates(beam.DoFn):
+    """Makes each task's labelled candidates, tagged with their split. `by_unit`: the element is a work unit,
+    read here, whose tasks lie whole in it (`read.tasks_within_units`), so no shuffle holds the examples;
+    else it is (task, [(heldout, example)]) from the GroupByKey over tasks. An LLM backend (config `llm`) is
+    built once per worker and samples each task's examples a chunk at a time, in example order, so the
+    samples do not depend on how Beam batches or schedules the work."""
 
-    def __init__(self, llm_config: Mapping[str, Any]):
-        self.llm_config = dict(llm_config)
+    def __init__(self, cfg: Mapping[str, Any], *, by_unit: bool):
+        self.cfg = dict(cfg)
+        self.by_unit = by_unit
 
     def setup(self) -> None:
         from cappy_jax.data import llm
 
-        self.backend = llm.backend_from_config(self.llm_config, allow_none=True)
-        self.recipe = llm.recipe_named(self.llm_config.get("recipe", "reference"))
+        cfg = self.cfg
+        self.settings = candidates_lib.CandidateSettings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["candidates"].items()})
+        self.seed = int(cfg["output"]["seed"])
+        self.validation_fraction = float(cfg["output"]["validation_fraction"])
+        self.backend = None
+        if cfg["llm"]["name"] != "none":
+            self.backend = llm.backend_from_config(cfg["llm"])
+            self.recipe = llm.recipe_named(cfg["llm"]["recipe"])
+        self.sampled, self.start = 0, time.monotonic()
+        self.last_log = self.start
 
-    def process(self, batch: Sequence[tuple[bool, records.Example]]) -> Iterator[tuple[str, Any]]:
-        generations = self.backend.generate([ex.instruction for _, ex in batch], self.recipe)
-        for (heldout, ex), samples in zip(batch, generations):
-            yield ex.task, (heldout, ex, tuple(samples))
+    def process(self, element: Any) -> Iterator[Any]:
+        from cappy_jax.data import read
+
+        if not self.by_unit:
+            yield from self._task(*element)
+            return
+        unit = element
+        examples, stats = read.read_unit(self.cfg, unit)
+        yield beam.pvalue.TaggedOutput("stats", stats)
+        by_task: dict[str, list] = collections.defaultdict(list)
+        for ex in examples:
+            by_task[ex.task].append((unit.heldout, ex))
+        for task in sorted(by_task):
+            yield beam.pvalue.TaggedOutput("task_units", (task, unit.name))
+            yield from self._task(task, by_task.pop(task))
+
+    def _task(self, task: str, values: Iterable[tuple[bool, records.Example]]) -> Iterator[Any]:
+        # Sorted: GroupByKey gives no order, and the candidates (their random draws) must be reproducible.
+        values = sorted(values, key=lambda v: v[1].example_id)
+        heldout = {ex.group_id: h for h, ex in values}
+        groups: collections.Counter = collections.Counter()
+        last = None
+        for c in candidates_lib.stream_candidates([ex for _, ex in values], settings=self.settings, seed=self.seed,
+                                                  sampler=self._sample if self.backend else None,
+                                                  chunk=candidates_lib.STREAM_CHUNK):
+            split = split_of(c.group_id, heldout=heldout[c.group_id], validation_fraction=self.validation_fraction,
+                             seed=self.seed)
+            if c.group_id != last:  # candidates come example by example
+                groups[split] += 1
+                last = c.group_id
+            yield split, c
+        yield beam.pvalue.TaggedOutput("groups", dict(groups))
+
+    def _sample(self, examples: Sequence[records.Example]) -> dict[str, list[tuple[str, str]]]:
+        generations = self.backend.generate([ex.instruction for ex in examples], self.recipe)
+        self.sampled += len(examples)
+        now = time.monotonic()
+        if now - self.last_log >= PROGRESS_SECONDS:  # an LLM samples far slower than anything else here
+            self.last_log = now
+            log.info("sampled %d instructions with the LLM (%.2f/s in this worker)", self.sampled,
+                     self.sampled / (now - self.start))
+        return {ex.group_id: list(samples) for ex, samples in zip(examples, generations)}
+
+
+def _examples_by_task(unit: Any, cfg: Mapping[str, Any]) -> Iterator[Any]:
+    """A unit's examples keyed by task, for the GroupByKey (a source whose tasks may span units: JSONL)."""
+    from cappy_jax.data import read
+
+    examples, stats = read.read_unit(cfg, unit)
+    yield beam.pvalue.TaggedOutput("stats", stats)
+    for ex in examples:
+        yield ex.task, (unit.heldout, ex)
 
 
 class Written(NamedTuple):
@@ -306,9 +368,11 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from cappy_jax.checkpoint import copy_tokenizer
-    from cappy_jax.data import read
+    from cappy_jax.data import llm, read
 
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    llm.backend_kwargs(cfg["llm"], allow_none=True)  # a backend the config cannot build fails here, not in a worker
+    llm.recipe_named(cfg["llm"]["recipe"])
     out_cfg = cfg["output"]
     seed, max_len = int(out_cfg["seed"]), int(out_cfg["max_len"])
     units = read.work_units(cfg)
@@ -318,67 +382,27 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
     _prepare_output(output, num_shards)
     tokenizer_out = os.path.join(output, "tokenizer")
     copy_tokenizer(tokenizer_source(out_cfg["scorer_dir"]), tokenizer_out)
-    settings = candidates_lib.CandidateSettings(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["candidates"].items()})
-    validation_fraction = float(out_cfg["validation_fraction"])
     log.info("building %d work units into %s (shards %s)", len(units), output, num_shards)
-
-    def candidates_of(task: str, values: Iterable[tuple[bool, records.Example, tuple]]) -> Iterator[Any]:
-        # Sorted: GroupByKey gives no order, and the candidates (their random draws) must be reproducible.
-        values = sorted(values, key=lambda v: v[1].example_id)
-        samples = {ex.group_id: list(smp) for _, ex, smp in values if smp}
-        heldout = {ex.group_id: h for h, ex, _ in values}
-        groups: collections.Counter = collections.Counter()
-        last = None
-        for c in candidates_lib.stream_candidates([ex for _, ex, _ in values], settings=settings, seed=seed,
-                                                  samples=samples or None):
-            split = split_of(c.group_id, heldout=heldout[c.group_id], validation_fraction=validation_fraction,
-                             seed=seed)
-            if c.group_id != last:  # candidates come example by example
-                groups[split] += 1
-                last = c.group_id
-            yield split, c
-        yield beam.pvalue.TaggedOutput("groups", dict(groups))
-
-    def read_unit(unit: Any) -> Iterator[Any]:
-        examples, stats = read.read_unit(cfg, unit)
-        yield beam.pvalue.TaggedOutput("stats", stats)
-        if not whole_tasks:
-            for ex in examples:
-                yield unit.heldout, ex
-            return
-        by_task: dict[str, list] = collections.defaultdict(list)
-        for ex in examples:
-            by_task[ex.task].append((unit.heldout, ex, ()))
-        for task in sorted(by_task):
-            yield beam.pvalue.TaggedOutput("task_units", (task, unit.name))
-            yield from candidates_of(task, by_task.pop(task))
-
-    # Without LLM samples and with every task inside one unit, a unit's reader makes its candidates: no
-    # shuffle holds the examples (2.6 M of them for every BIG-bench task: 11 GB in Beam's local runners).
-    whole_tasks = cfg["llm"]["name"] == "none" and read.tasks_within_units(cfg)
+    # Where every task lies inside one unit, a unit's reader makes (and samples) its candidates: no shuffle
+    # holds the examples (2.6 M of them for every BIG-bench task: 11 GB in Beam's local runners).
+    by_unit = read.tasks_within_units(cfg)
     options = PipelineOptions(beam_options(cfg["beam"], pipeline_options))
     slots = [((s, i), None) for s, n in num_shards.items() for i in range(n)]
     meta = _meta(cfg, output, num_shards)
     tokenize = _Tokenize(tokenizer_out, max_len, seed, num_shards, os.path.join(output, SPILL_DIR),
                          float(out_cfg["spill_mb"]))
     with beam.Pipeline(options=options) as p:
-        read_out = (p
-                    | "Units" >> beam.Create(units)
-                    | "Reshuffle" >> beam.Reshuffle()
-                    | "Read" >> beam.FlatMap(read_unit).with_outputs("stats", "task_units", "groups", main="main"))
-        if whole_tasks:
-            made = read_out
+        units_in = p | "Units" >> beam.Create(units) | "Reshuffle" >> beam.Reshuffle()
+        if by_unit:
+            made = units_in | "Candidates" >> beam.ParDo(_Candidates(cfg, by_unit=True)).with_outputs(
+                "stats", "task_units", "groups", main="main")
+            stats, task_units = made.stats, made.task_units
         else:
-            if cfg["llm"]["name"] != "none":
-                by_task = (read_out.main
-                           | "BatchForLLM" >> beam.BatchElements(min_batch_size=8, max_batch_size=64)
-                           | "Sample" >> beam.ParDo(_Sample(cfg["llm"])))
-            else:
-                by_task = read_out.main | "NoSamples" >> beam.Map(lambda v: (v[1].task, (v[0], v[1], ())))
-            made = (by_task
+            read_out = units_in | "Read" >> beam.FlatMap(_examples_by_task, cfg=cfg).with_outputs("stats", main="main")
+            made = (read_out.main
                     | "GroupTasks" >> beam.GroupByKey()
-                    | "Candidates" >> beam.FlatMapTuple(candidates_of).with_outputs("groups", main="main"))
+                    | "Candidates" >> beam.ParDo(_Candidates(cfg, by_unit=False)).with_outputs("groups", main="main"))
+            stats, task_units = read_out.stats, p | "NoTaskUnits" >> beam.Create([])
         tokenized = (made.main
                      | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=1024)
                      | "Tokenize" >> beam.ParDo(tokenize).with_outputs("no_tokens", main="spilled"))
@@ -390,9 +414,9 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
                        | "GroupShards" >> beam.GroupByKey()
                        | "Write" >> beam.Map(_write_one_shard, output=output, num_shards=num_shards)
                        | "AllShards" >> beam.combiners.ToList())
-        source_stats = read_out.stats | "AllSources" >> beam.combiners.ToList()
+        source_stats = stats | "AllSources" >> beam.combiners.ToList()
         group_counts = made.groups | "AllGroups" >> beam.combiners.ToList()
-        task_units = read_out.task_units | "AllTaskUnits" >> beam.combiners.ToList()
+        task_units = task_units | "AllTaskUnits" >> beam.combiners.ToList()
         no_tokens = tokenized.no_tokens | "AllNoTokens" >> beam.combiners.ToList()
 
         def manifest(st: list, src: list, grp: list, tu: list, nt: list) -> None:

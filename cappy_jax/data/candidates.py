@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from cappy_jax.data.records import CHOICE, CORRUPTED, LLM_PREFIX, NEGATIVE, REFERENCE, Candidate, Example
 from cappy_jax.data.rouge import rouge_l_batch
@@ -44,6 +44,8 @@ _ATTEMPTS_PER_DRAW = 8
 
 # Examples whose candidates `stream_candidates` makes (and labels with Rouge-L) at a time.
 STREAM_CHUNK = 1024
+
+Samples = Mapping[str, Sequence[tuple[str, str]]]  # Example.group_id -> [(mode, text)] LLM responses
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -174,7 +176,7 @@ def _draw_negatives(i: int, own: set[str], pool: Sequence[tuple[int, str, str]],
 
 
 def candidates_for_task(examples: Sequence[Example], *, settings: CandidateSettings, seed: int,
-                        samples: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> list[Candidate]:
+                        samples: Samples | None = None) -> list[Candidate]:
     """The labelled candidates of all `examples` of one task, in example order.
 
     `samples` maps `Example.group_id` -> [(mode, text)] LLM responses; it may hold
@@ -184,11 +186,20 @@ def candidates_for_task(examples: Sequence[Example], *, settings: CandidateSetti
 
 
 def stream_candidates(examples: Sequence[Example], *, settings: CandidateSettings, seed: int,
-                      samples: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+                      samples: Samples | None = None,
+                      sampler: Callable[[Sequence[Example]], Samples] | None = None,
                       chunk: int = STREAM_CHUNK) -> Iterator[Candidate]:
     """`candidates_for_task` as it is made, `chunk` examples at a time: a big task's candidates need not be
     held at once (BIG-bench's intersect_geometry: 250,000 examples of 41 choices each). The inputs are
-    checked before the first candidate; the candidates do not depend on `chunk`."""
+    checked before the first candidate; the candidates do not depend on `chunk`.
+
+    `sampler` (instead of `samples`): called with each chunk's generation examples (classification examples
+    take no samples), in order, just before their candidates are made, so a task's LLM samples are held a
+    chunk at a time too. The samples then come from
+    fixed chunks of the task's examples, whatever runs the build (an LLM backend's output may depend on which
+    instructions share a batch: `llm.HFBackend` seeds each batch)."""
+    if samples is not None and sampler is not None:
+        raise ValueError("pass samples or a sampler, not both")
     if not examples:
         return iter(())
     task = examples[0].task
@@ -199,11 +210,12 @@ def stream_candidates(examples: Sequence[Example], *, settings: CandidateSetting
         if ex.group_id in group_ids:
             raise ValueError(f"duplicate example {ex.group_id!r}")
         group_ids.add(ex.group_id)
-    return _stream(examples, task, settings, seed, samples or {}, chunk)
+    fixed = samples or {}
+    return _stream(examples, task, settings, seed, sampler or (lambda _: fixed), chunk)
 
 
 def _stream(examples: Sequence[Example], task: str, settings: CandidateSettings, seed: int,
-            samples: Mapping[str, Sequence[tuple[str, str]]], chunk: int) -> Iterator[Candidate]:
+            sampler: Callable[[Sequence[Example]], Samples], chunk: int) -> Iterator[Candidate]:
     rng = random.Random(seed ^ stable_hash(task))
 
     # Pools over the task: references for negatives, words (with their example) for replacements.
@@ -211,17 +223,17 @@ def _stream(examples: Sequence[Example], task: str, settings: CandidateSettings,
     word_pool = ([(i, w) for i, ex in enumerate(examples) for r in ex.references for w in r.split()]
                  if settings.corruptions_per_reference else [])
 
-    groups: list[_Group] = []
-    for i, ex in enumerate(examples):
-        groups.append(_candidates_of(i, ex, settings, rng, ref_pool, word_pool, samples))
-        if len(groups) == chunk or i == len(examples) - 1:
-            yield from _labelled(task, groups)
-            groups = []
+    for start in range(0, len(examples), chunk):
+        part = examples[start:start + chunk]
+        wanted = [ex for ex in part if not ex.is_classification]  # choices are a complete candidate set
+        samples = sampler(wanted) if wanted else {}
+        yield from _labelled(task, [_candidates_of(start + k, ex, settings, rng, ref_pool, word_pool, samples)
+                                    for k, ex in enumerate(part)])
 
 
 def _candidates_of(i: int, ex: Example, settings: CandidateSettings, rng: random.Random,
                    ref_pool: Sequence[tuple[int, str, str]], word_pool: Sequence[tuple[int, str]],
-                   samples: Mapping[str, Sequence[tuple[str, str]]]) -> _Group:
+                   samples: Samples) -> _Group:
     """One example's candidates; those labelled None wait for Rouge-L (`_labelled`)."""
     group = _Group(ex)
     if ex.is_classification:
