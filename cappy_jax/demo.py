@@ -104,6 +104,7 @@ def run_demo(workdir: str, *, variant: str = "default", fresh: bool = False) -> 
     fingerprint["output"]["scorer_dir"] = "init_scorer"
     del fingerprint["beam"]  # how Beam runs the build: the same shards on any runner
     del fingerprint["output"]["spill_mb"]  # how much a build worker buffers: the same shards
+    del fingerprint["output"]["task_buckets"]  # how examples reach their task where tasks span units: the same shards
     fingerprint = json.loads(json.dumps(fingerprint))
     done = stages.finished("data", fingerprint) and (data_dir / build.MANIFEST).exists()
     _stage(2, f"BIG-bench shards ({len(data_cfg.tasks)} training tasks, {len(data_cfg.heldout_tasks)} held out) "

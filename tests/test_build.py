@@ -147,10 +147,7 @@ def bigbench_tasks(root):
     (root / "two_ways" / "task.json").write_text(json.dumps({"name": "two_ways", "subtasks": ["lower", "title"]}))
 
 
-def test_unit_by_unit_candidates_and_spilled_shuffle_give_the_same_shards(tmp_path, minilm_dir, monkeypatch):
-    # BIG-bench tasks lie whole in one work unit, so the reader makes their candidates and no shuffle holds the
-    # examples; records go to spill files, so no shuffle holds them either. Neither changes a byte: against the
-    # GroupByKey over tasks (what JSONL sources take), and with a spill after every batch.
+def bigbench_config(tmp_path, minilm_dir):
     from configs.data import bigbench as bigbench_config
 
     bigbench_tasks(tmp_path / "bigbench")
@@ -158,28 +155,49 @@ def test_unit_by_unit_candidates_and_spilled_shuffle_give_the_same_shards(tmp_pa
     config.dir = str(tmp_path / "bigbench")
     config.tasks = ("gen_task", "mc_task", "two_ways")
     config.heldout_tasks = ("held_task",)
-    config.candidates.corruptions_per_reference = 1
     config.output.scorer_dir = str(minilm_dir)
     config.output.update(max_len=48, num_shards=3, eval_shards=2, validation_fraction=0.2)
-    spilled = []
-    real_spill = build._Tokenize._spill
-    monkeypatch.setattr(build._Tokenize, "_spill", lambda self: (spilled.append(len(self.buffers)), real_spill(self)))
+    return config
+
+
+def test_unit_by_unit_candidates_and_spilled_shuffles_give_the_same_shards(tmp_path, minilm_dir, monkeypatch):
+    # BIG-bench tasks lie whole in one work unit, so the reader makes their candidates and no shuffle holds the
+    # examples; records go to spill files, so no shuffle holds them either. Neither changes a byte: against
+    # examples sent to their task through spilled buckets (what JSONL sources take), and with a spill after
+    # every batch of records and every example.
+    config = bigbench_config(tmp_path, minilm_dir)
+    config.candidates.corruptions_per_reference = 1
+    flushed = []
+    real_flush = build._Spill.flush
+    monkeypatch.setattr(build._Spill, "flush", lambda self: (flushed.extend(self.buffers), real_flush(self)))
     manifest = build.build(config, str(tmp_path / "by_unit"))
-    assert len(spilled) == 1  # 256 MB is never reached: one spill, when the bundle ends
+    assert {key[0] for key in flushed} == {"train", "validation", "heldout"}
+    assert len(flushed) == 3 + 2 + 2  # 256 MB is never reached: each shard's records spilled once, at the end
     assert not os.path.exists(tmp_path / "by_unit" / build.SPILL_DIR)
     reference = shard_bytes(str(tmp_path / "by_unit"))
     assert set(manifest["splits"]["train"]["tasks"]) >= {"gen_task", "mc_task", "two_ways:lower", "two_ways:title"}
 
     config.output.spill_mb = 0.0
-    spilled.clear()
+    flushed.clear()
     assert build.build(config, str(tmp_path / "tiny_spills"))["splits"] == manifest["splits"]
-    assert len(spilled) > 3
+    assert len(flushed) > 3 + 2 + 2  # some shards' records spilled more than once
     assert shard_bytes(str(tmp_path / "tiny_spills")) == reference
 
     monkeypatch.setattr(read, "tasks_within_units", lambda config: False)
-    config.output.spill_mb = 256.0
-    assert build.build(config, str(tmp_path / "grouped"))["splits"] == manifest["splits"]
-    assert shard_bytes(str(tmp_path / "grouped")) == reference
+    for spill_mb, buckets in ((256.0, 64), (0.0, 2)):
+        config.output.update(spill_mb=spill_mb, task_buckets=buckets)
+        flushed.clear()
+        out = str(tmp_path / f"grouped_{buckets}")
+        assert build.build(config, out)["splits"] == manifest["splits"]
+        assert shard_bytes(out) == reference and not os.path.exists(os.path.join(out, build.SPILL_DIR))
+        spilled_buckets = [key for key in flushed if key[0] == "tasks"]
+        assert {b for _, b in spilled_buckets} <= set(range(buckets))
+        # 256 MB: each bucket spilled once; 0 MB: a spill after every example
+        assert len(spilled_buckets) == (manifest["sources"]["examples"] if spill_mb == 0 else len(set(spilled_buckets)))
+
+    config.output.task_buckets = 0
+    with pytest.raises(ValueError, match="task_buckets >= 1"):
+        build.build(config, str(tmp_path / "no_buckets"))
 
 
 class EchoLLM:
@@ -192,19 +210,6 @@ class EchoLLM:
         self.calls.append(list(instructions))
         return [[(m.name, f"{inst.split()[-1]} {m.name} {k}") for m in recipe for k in range(m.num_return)]
                 for inst in instructions]
-
-
-def bigbench_config(tmp_path, minilm_dir):
-    from configs.data import bigbench as bigbench_config
-
-    bigbench_tasks(tmp_path / "bigbench")
-    config = bigbench_config.get_config("default")
-    config.dir = str(tmp_path / "bigbench")
-    config.tasks = ("gen_task", "mc_task", "two_ways")
-    config.heldout_tasks = ("held_task",)
-    config.output.scorer_dir = str(minilm_dir)
-    config.output.update(max_len=48, num_shards=3, eval_shards=2, validation_fraction=0.2)
-    return config
 
 
 def test_llm_samples_come_from_fixed_chunks_of_each_task_whatever_path_the_build_takes(tmp_path, minilm_dir,

@@ -15,8 +15,10 @@ Dataflow, Flink or Spark, or on every local core with
 
 Memory: bounded by the largest task and the largest shard, not by the build. Where each task
 lies whole in one work unit (BIG-bench, PromptSource), a unit's reader makes its tasks' candidates
-(LLM samples included), so no shuffle holds the examples; records go to per-shard spill files
-(DIR/_spill, removed at the end), so Beam's shuffle carries file names, not records.
+(LLM samples included), so no shuffle holds the examples; else (JSONL) examples go to spill files,
+one set per bucket of tasks (`output.task_buckets`), and a worker makes one bucket's tasks at a
+time. Records go to per-shard spill files (DIR/_spill, removed at the end), so Beam's shuffles
+carry file names, not examples or records.
 
 Determinism: each record's shard and its place inside the shard come from a
 hash of (seed, group, kind, response), so the same config and seed give
@@ -60,7 +62,7 @@ _DROPS_LOGGED = 5  # pairs without tokens a worker names in the log; the manifes
 class _Candidates(beam.DoFn):
     """Makes each task's labelled candidates, tagged with their split. `by_unit`: the element is a work unit,
     read here, whose tasks lie whole in it (`read.tasks_within_units`), so no shuffle holds the examples;
-    else it is (task, [(heldout, example)]) from the GroupByKey over tasks. An LLM backend (config `llm`) is
+    else it is (bucket, spill files) from `_SpillTasks`, and the bucket's tasks are put together here. An LLM backend (config `llm`) is
     built once per worker and samples each task's examples a chunk at a time, in example order, so the
     samples do not depend on how Beam batches or schedules the work."""
 
@@ -87,7 +89,12 @@ class _Candidates(beam.DoFn):
         from cappy_jax.data import read
 
         if not self.by_unit:
-            yield from self._task(*element)
+            _, paths = element
+            by_task: dict[str, list] = collections.defaultdict(list)
+            for task, value in _read_spill(sorted(paths)):
+                by_task[task].append(value)
+            for task in sorted(by_task):
+                yield from self._task(task, by_task.pop(task))
             return
         unit = element
         examples, stats = read.read_unit(self.cfg, unit)
@@ -127,8 +134,32 @@ class _Candidates(beam.DoFn):
         return {ex.group_id: list(samples) for ex, samples in zip(examples, generations)}
 
 
+class _SpillTasks(beam.DoFn):
+    """Sends (task, (heldout, example)) to one of `buckets` by the task's hash, through spill files (`_Spill`),
+    so the GroupByKey after it carries file names: a worker then holds one bucket's examples (about
+    1/`buckets` of them, and at least its largest task), not the whole data set."""
+
+    def __init__(self, spill_dir: str, spill_mb: float, buckets: int):
+        self.spill_dir = spill_dir
+        self.spill_bytes = int(spill_mb * 2**20)
+        self.buckets = buckets
+
+    def start_bundle(self) -> None:
+        self.spill = _Spill(self.spill_dir, self.spill_bytes)
+
+    def process(self, item: tuple[str, tuple[bool, records.Example]]) -> None:
+        task, (_, ex) = item
+        size = len(ex.instruction) + sum(map(len, ex.references)) + sum(map(len, ex.choices)) + _RECORD_OVERHEAD
+        self.spill.add(("tasks", _hash("task bucket", task) % self.buckets), item, size)
+        if self.spill.full():
+            self.spill.flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        yield from self.spill.finish()
+
+
 def _examples_by_task(unit: Any, cfg: Mapping[str, Any]) -> Iterator[Any]:
-    """A unit's examples keyed by task, for the GroupByKey (a source whose tasks may span units: JSONL)."""
+    """A unit's examples keyed by task, for `_SpillTasks` (a source whose tasks may span units: JSONL)."""
     from cappy_jax.data import read
 
     examples, stats = read.read_unit(cfg, unit)
@@ -152,15 +183,61 @@ class Written(NamedTuple):
     tokens: int
 
 
-class _Tokenize(beam.DoFn):
-    """Pair-encodes batches of candidates into `Written` records and spills them to per-shard files; the
-    tokenizer is loaded once per worker.
+class _Spill:
+    """Items buffered per key and written out, one pickled list a key, once `limit_bytes` of them are held
+    (one pickled list reads back 30x faster than a TFRecord file). The shuffle after it then carries (key,
+    file) pairs, not the items: Beam's local runners hold a shuffle in memory (about 11 KB a record at the
+    peak), which capped a local build at a few million records. A DoFn makes one per bundle and emits
+    `finish()` when the bundle ends, so a retried bundle's files are never read (they go with the spill
+    directory)."""
 
-    The shuffle then carries ((split, shard), spill file) pairs, not records: Beam's local runners hold a
-    shuffle in memory (about 11 KB a record at the peak), which capped a local build at a few million
-    records. A worker holds at most `spill_mb` of records before writing them out; the files a bundle
-    wrote are emitted when it finishes, so a retried bundle's files are never read (they go with the
-    spill directory)."""
+    def __init__(self, directory: str, limit_bytes: int):
+        self.directory = directory
+        self.limit_bytes = limit_bytes
+        self.buffers: dict[Any, list] = collections.defaultdict(list)
+        self.buffered = 0
+        self.written: list[tuple[Any, str]] = []
+
+    def add(self, key: Any, item: Any, size: int) -> None:
+        self.buffers[key].append(item)
+        self.buffered += size
+
+    def full(self) -> bool:
+        return self.buffered >= self.limit_bytes
+
+    def flush(self) -> None:
+        for key, items in sorted(self.buffers.items()):
+            name = "-".join(f"{k:05d}" if isinstance(k, int) else str(k) for k in key)
+            path = os.path.join(self.directory, f"{name}-{uuid.uuid4().hex}")
+            with tf.io.gfile.GFile(path, "wb") as f:
+                pickle.dump(items, f, protocol=pickle.HIGHEST_PROTOCOL)
+            self.written.append((key, path))
+        self.buffers.clear()
+        self.buffered = 0
+
+    def finish(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindows
+
+        self.flush()
+        for item in self.written:
+            yield GlobalWindows.windowed_value(item)
+
+
+def _read_spill(paths: Sequence[str]) -> Iterator[Any]:
+    """The items of spill files, in the order given. Each file goes once read, so the disk holds an item
+    about once; should a runner retry the reading step after that, it fails, and a re-run of the build
+    rewrites every shard."""
+    for path in paths:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            items = pickle.load(f)
+        tf.io.gfile.remove(path)
+        yield from items
+
+
+class _Tokenize(beam.DoFn):
+    """Pair-encodes batches of candidates into `Written` records and spills them to per-shard files (`_Spill`,
+    at most `spill_mb` held), so the shuffle carries ((split, shard), spill file) pairs; the tokenizer is
+    loaded once per worker."""
 
     def __init__(self, tokenizer_dir: str, max_len: int, seed: int, num_shards: Mapping[str, int],
                  spill_dir: str, spill_mb: float):
@@ -179,9 +256,7 @@ class _Tokenize(beam.DoFn):
         self.last_log = self.start
 
     def start_bundle(self) -> None:
-        self.buffers: dict[tuple[str, int], list[Written]] = collections.defaultdict(list)
-        self.buffered = 0
-        self.spilled: list[tuple[tuple[str, int], str]] = []
+        self.spill = _Spill(self.spill_dir, self.spill_bytes)
 
     def process(self, batch: Sequence[tuple[str, records.Candidate]]) -> Iterator[Any]:
         from cappy_jax.tokenization import NoTokensError
@@ -211,11 +286,11 @@ class _Tokenize(beam.DoFn):
                    "response": c.response}
             key = _record_key(self.seed, rec)
             example = shards.serialize(rec)
-            self.buffers[(split, key % self.num_shards[split])].append(Written(
-                key, example, c.task, c.group_id, c.kind, float(c.label), bool(cut), len(ids)))
-            self.buffered += len(example) + _RECORD_OVERHEAD
-        if self.buffered >= self.spill_bytes:
-            self._spill()
+            self.spill.add((split, key % self.num_shards[split]),
+                           (key, example, c.task, c.group_id, c.kind, float(c.label), bool(cut), len(ids)),
+                           len(example) + _RECORD_OVERHEAD)
+        if self.spill.full():
+            self.spill.flush()
         self.done += len(batch)
         now = time.monotonic()
         if now - self.last_log >= PROGRESS_SECONDS:  # the stage between reading and writing takes longest
@@ -227,20 +302,7 @@ class _Tokenize(beam.DoFn):
                                            max_len=self.max_len, warn=False)
 
     def finish_bundle(self) -> Iterator[Any]:
-        from apache_beam.transforms.window import GlobalWindows
-
-        self._spill()
-        for item in self.spilled:
-            yield GlobalWindows.windowed_value(item)
-
-    def _spill(self) -> None:
-        for shard, recs in sorted(self.buffers.items()):
-            path = os.path.join(self.spill_dir, f"{shard[0]}-{shard[1]:05d}-{uuid.uuid4().hex}")
-            with tf.io.gfile.GFile(path, "wb") as f:  # one pickled list: read back 30x faster than a TFRecord file
-                pickle.dump([tuple(r) for r in recs], f, protocol=pickle.HIGHEST_PROTOCOL)
-            self.spilled.append((shard, path))
-        self.buffers.clear()
-        self.buffered = 0
+        yield from self.spill.finish()
 
 
 def _record_key(seed: int, record: Mapping[str, Any]) -> int:
@@ -250,9 +312,7 @@ def _record_key(seed: int, record: Mapping[str, Any]) -> int:
 def _write_one_shard(item: tuple[tuple[str, int], Iterable[str | None]], *, output: str,
                      num_shards: Mapping[str, int]) -> dict[str, Any]:
     """Reads a shard's spill files back, puts the records in key order and writes the shard; one shard's
-    records are all a worker holds here. The spill files go once the shard is written, so the disk holds a
-    record about once; should a runner retry this shard after that, it fails, and a re-run of the build
-    rewrites every shard."""
+    records are all a worker holds here."""
     (split, index), values = item
     paths = sorted(p for p in values if p is not None)
     recs = [Written(*r) for r in _read_spill(paths)]
@@ -260,16 +320,8 @@ def _write_one_shard(item: tuple[tuple[str, int], Iterable[str | None]], *, outp
     path = os.path.join(output, shards.shard_name(split, index, num_shards[split]))
     stats = shards.write_shard(path, (r.example for r in recs))
     stats.update(split=split, **_counts(recs))
-    for spilled in paths:
-        tf.io.gfile.remove(spilled)
     log.info("wrote %s: %d records", stats["file"], stats["records"])
     return stats
-
-
-def _read_spill(paths: Sequence[str]) -> Iterator[tuple]:
-    for path in paths:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            yield from pickle.load(f)
 
 
 def _counts(recs: Sequence[Written]) -> dict[str, Any]:
@@ -374,6 +426,9 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
     llm.backend_kwargs(cfg["llm"], allow_none=True)  # a backend the config cannot build fails here, not in a worker
     llm.recipe_named(cfg["llm"]["recipe"])
     out_cfg = cfg["output"]
+    if float(out_cfg["spill_mb"]) < 0 or int(out_cfg["task_buckets"]) < 1:
+        raise ValueError(f"output.spill_mb must be >= 0 (got {out_cfg['spill_mb']}) and output.task_buckets >= 1 "
+                         f"(got {out_cfg['task_buckets']}): they bound what a build worker holds in memory")
     seed, max_len = int(out_cfg["seed"]), int(out_cfg["max_len"])
     units = read.work_units(cfg)
     if not units:
@@ -389,8 +444,8 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
     options = PipelineOptions(beam_options(cfg["beam"], pipeline_options))
     slots = [((s, i), None) for s, n in num_shards.items() for i in range(n)]
     meta = _meta(cfg, output, num_shards)
-    tokenize = _Tokenize(tokenizer_out, max_len, seed, num_shards, os.path.join(output, SPILL_DIR),
-                         float(out_cfg["spill_mb"]))
+    spill_dir = os.path.join(output, SPILL_DIR)
+    tokenize = _Tokenize(tokenizer_out, max_len, seed, num_shards, spill_dir, float(out_cfg["spill_mb"]))
     with beam.Pipeline(options=options) as p:
         units_in = p | "Units" >> beam.Create(units) | "Reshuffle" >> beam.Reshuffle()
         if by_unit:
@@ -400,6 +455,8 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
         else:
             read_out = units_in | "Read" >> beam.FlatMap(_examples_by_task, cfg=cfg).with_outputs("stats", main="main")
             made = (read_out.main
+                    | "SpillTasks" >> beam.ParDo(_SpillTasks(spill_dir, float(out_cfg["spill_mb"]),
+                                                             int(out_cfg["task_buckets"])))
                     | "GroupTasks" >> beam.GroupByKey()
                     | "Candidates" >> beam.ParDo(_Candidates(cfg, by_unit=False)).with_outputs("groups", main="main"))
             stats, task_units = read_out.stats, p | "NoTaskUnits" >> beam.Create([])
@@ -429,7 +486,7 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
                                       grp=beam.pvalue.AsSingleton(group_counts),
                                       tu=beam.pvalue.AsSingleton(task_units),
                                       nt=beam.pvalue.AsSingleton(no_tokens)))
-    tf.io.gfile.rmtree(os.path.join(output, SPILL_DIR))  # what retried bundles spilled, if any
+    tf.io.gfile.rmtree(spill_dir)  # what retried bundles spilled, if any
     with tf.io.gfile.GFile(os.path.join(output, MANIFEST)) as f:
         return json.load(f)
 

@@ -51,6 +51,8 @@ def output() -> dict[str, Any]:
         seed=0,                        # negatives, corruptions, LLM sampling, shuffling, T0's per-dataset caps
         spill_mb=256.0,                # records a build worker holds before writing them to spill files (MB);
                                        # the shards do not depend on it, a build's memory does
+        task_buckets=64,               # where tasks may span work units (JSONL), examples reach their task through
+                                       # this many spilled buckets; a worker holds one (the shards do not depend on it)
     )
 
 
@@ -60,8 +62,8 @@ def beam() -> dict[str, Any]:
     FnApiRunner is Beam's in-process batch runner. `DirectRunner` first tries Prism, a Go runner it
     downloads from GitHub: offline that try fails after leaving a directory in /tmp, online the build runs
     on another runner than the one tested here. A local build's memory is bounded by its largest task and
-    shard (records reach their shard through spill files, `output.spill_mb`); a distributed runner
-    (`--runner=DataflowRunner ...`) spreads the work over machines.
+    shard (examples and records reach their task and shard through spill files, `output.spill_mb`); a
+    distributed runner (`--runner=DataflowRunner ...`) spreads the work over machines.
     """
     return dict(
         runner="FnApiRunner",
