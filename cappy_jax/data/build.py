@@ -62,9 +62,9 @@ _DROPS_LOGGED = 5  # pairs without tokens a worker names in the log; the manifes
 class _Candidates(beam.DoFn):
     """Makes each task's labelled candidates, tagged with their split. `by_unit`: the element is a work unit,
     read here, whose tasks lie whole in it (`read.tasks_within_units`), so no shuffle holds the examples;
-    else it is (bucket, spill files) from `_SpillTasks`, and the bucket's tasks are put together here. An LLM backend (config `llm`) is
-    built once per worker and samples each task's examples a chunk at a time, in example order, so the
-    samples do not depend on how Beam batches or schedules the work."""
+    else it is (bucket, spill files) from `_SpillTasks`, and the bucket's tasks are put together here. An
+    LLM backend (config `llm`) is built once per worker and samples each task's examples a chunk at a time,
+    in example order, so the samples do not depend on how Beam batches or schedules the work."""
 
     def __init__(self, cfg: Mapping[str, Any], *, by_unit: bool):
         self.cfg = dict(cfg)
@@ -88,22 +88,18 @@ class _Candidates(beam.DoFn):
     def process(self, element: Any) -> Iterator[Any]:
         from cappy_jax.data import read
 
-        if not self.by_unit:
-            _, paths = element
-            by_task: dict[str, list] = collections.defaultdict(list)
-            for task, value in _read_spill(sorted(paths)):
-                by_task[task].append(value)
-            for task in sorted(by_task):
-                yield from self._task(task, by_task.pop(task))
-            return
-        unit = element
-        examples, stats = read.read_unit(self.cfg, unit)
-        yield beam.pvalue.TaggedOutput("stats", stats)
+        if self.by_unit:
+            examples, stats = read.read_unit(self.cfg, element)
+            yield beam.pvalue.TaggedOutput("stats", stats)
+            items: Iterable[tuple[str, Any]] = ((ex.task, (element.heldout, ex)) for ex in examples)
+        else:
+            items = _read_spill(sorted(element[1]))
         by_task: dict[str, list] = collections.defaultdict(list)
-        for ex in examples:
-            by_task[ex.task].append((unit.heldout, ex))
+        for task, value in items:
+            by_task[task].append(value)
         for task in sorted(by_task):
-            yield beam.pvalue.TaggedOutput("task_units", (task, unit.name))
+            if self.by_unit:
+                yield beam.pvalue.TaggedOutput("task_units", (task, element.name))
             yield from self._task(task, by_task.pop(task))
 
     def _task(self, task: str, values: Iterable[tuple[bool, records.Example]]) -> Iterator[Any]:
