@@ -261,14 +261,15 @@ def test_config_and_shorthands() -> None:
     assert (config.llm.openai.model, config.llm.openai.base_url, config.self_score) == \
         ("m", "http://127.0.0.1:9/v1", False)
     backend = llm_lib.backend_from_config(config.llm.to_dict())
-    assert isinstance(backend, OpenAIBackend) and backend.cache_dir is None and backend.model == "m"
+    assert isinstance(backend, OpenAIBackend) and backend.cache is None and backend.model == "m"
     boost.apply_shorthands(config, llm="hf")
     with pytest.raises(ValueError, match="--llm_model"):
         llm_lib.backend_kwargs(config.llm.to_dict())
     with pytest.raises(ValueError, match="--llm openai"):
         boost.apply_shorthands(config, llm_base_url="http://x")
     boost.apply_shorthands(config, llm_model="/models/t5")
-    assert llm_lib.backend_kwargs(config.llm.to_dict()) == ("hf", {**config.llm.hf.to_dict(), "dtype": None})
+    assert llm_lib.backend_kwargs(config.llm.to_dict()) == ("hf", {**config.llm.hf.to_dict(), "dtype": None,
+                                                                 "cache_dir": None})
     assert boost_config.get_config("cpu").scoring.batch_tokens == score_config.VARIANTS["cpu"]["batch_tokens"]
     with pytest.raises(ValueError, match="unknown decoding recipe"):
         llm_lib.recipe_named("greedy")

@@ -260,6 +260,27 @@ def test_llm_samples_come_from_fixed_chunks_of_each_task_whatever_path_the_build
     assert not (tmp_path / "no_model").exists()
 
 
+def test_a_build_with_an_hf_cache_resumes_without_asking_the_model_again(tmp_path, minilm_dir, causal_dir,
+                                                                        monkeypatch):
+    # The LLM gets the same batches on every run, so a re-run (after a crash, hours into sampling) finds every
+    # batch in the cache and gives the same bytes.
+    from cappy_jax.data import llm
+
+    config = bigbench_config(tmp_path, minilm_dir)
+    config.tasks, config.heldout_tasks = ("gen_task",), ()
+    config.llm.name = "hf"
+    config.llm.hf.update(model_dir=str(causal_dir), batch_size=4, cache_dir=str(tmp_path / "llm_cache"))
+    manifest = build.build(config, str(tmp_path / "first"))
+    assert manifest["splits"]["train"]["kinds"]["llm:sample"] > 0
+
+    def no_model(self, texts):
+        raise AssertionError("the model was asked again")
+
+    monkeypatch.setattr(llm.HFBackend, "_encode", no_model)
+    assert build.build(config, str(tmp_path / "again"))["splits"] == manifest["splits"]
+    assert shard_bytes(str(tmp_path / "again")) == shard_bytes(str(tmp_path / "first"))
+
+
 def test_a_task_split_over_units_stops_the_build_before_its_manifest(tmp_path, data_config, monkeypatch):
     # Unit by unit, a task in two units would get its negatives drawn apart. JSONL files can share a task, so
     # JSONL takes the GroupByKey; were a source to promise otherwise wrongly, the build fails, manifest unwritten.

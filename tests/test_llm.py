@@ -67,6 +67,28 @@ def test_hf_generate_seeded(seq2seq_dir) -> None:
     assert a == b and a != c
 
 
+def test_hf_cache_answers_a_rerun_and_only_that(seq2seq_dir, tmp_path, monkeypatch) -> None:
+    # A data build samples for hours; with a cache, a re-run after a crash asks the model only for the batches
+    # not yet answered, and anything the samples depend on (here the seed) makes new keys.
+    recipe = [DecodingMode("sample", 2, {"do_sample": True, "top_k": 0, "max_new_tokens": 8}),
+              DecodingMode("greedy", 1, {"do_sample": False, "max_new_tokens": 4})]
+    cache = tmp_path / "cache"
+    first = HFBackend(seq2seq_dir, batch_size=2, seed=1, cache_dir=cache).generate(INSTRUCTIONS[:2], recipe)
+    assert first == HFBackend(seq2seq_dir, batch_size=2, seed=1).generate(INSTRUCTIONS[:2], recipe)
+    files = [f for f in cache.rglob("*") if f.is_file()]
+    assert len(files) == 2 and not [f for f in files if f.name.startswith(".tmp")]  # one batch, two modes
+
+    again = HFBackend(seq2seq_dir, batch_size=2, seed=1, cache_dir=cache)
+    asked: list[int] = []
+    real = again.model.generate
+    monkeypatch.setattr(again.model, "generate", lambda **kw: asked.append(len(kw["input_ids"])) or real(**kw))
+    assert again.generate(INSTRUCTIONS[:2], recipe) == first and asked == []
+    assert again.generate(INSTRUCTIONS, recipe)[:2] == first and asked == [1, 1]  # the new batch: one prompt
+    other_seed = HFBackend(seq2seq_dir, batch_size=2, seed=2, cache_dir=cache)
+    assert other_seed.generate(INSTRUCTIONS[:2], recipe) != first
+    assert len([f for f in cache.rglob("*") if f.is_file()]) == 2 + 2 + 2
+
+
 @pytest.mark.parametrize("family", ["seq2seq", "causal"])
 def test_hf_log_likelihood(family, seq2seq_dir, causal_dir) -> None:
     import torch

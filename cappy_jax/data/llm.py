@@ -15,8 +15,9 @@ Backends:
 - `HFBackend`: a local transformers directory, seq2seq or causal, batched on
   torch; also `log_likelihood` for self-scoring baselines.
 - `OpenAIBackend`: any OpenAI-compatible HTTP server (vLLM, TGI, llama.cpp,
-  hosted APIs), standard library only, with bounded concurrency, retries and
-  an on-disk cache.
+  hosted APIs), standard library only, with bounded concurrency and retries.
+Both keep their answers in an on-disk `ResponseCache` when given `cache_dir`,
+so a stopped data build resumes where it was.
 - `NullBackend` ('none'): no LLM samples.
 `make_backend(config)` builds one from a plain dict.
 """
@@ -111,6 +112,48 @@ def _batches(n: int, size: int) -> Iterator[range]:
         yield range(start, min(n, start + size))
 
 
+class ResponseCache:
+    """An LLM's answers on disk: one JSON file per request, named by the sha256 of the request's description
+    (everything its answer depends on) and written atomically (temp file, fsync, rename), so a re-run never
+    pays twice for a request and a crash never leaves a partial file. A file that cannot be read is logged
+    and asked again."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = pathlib.Path(directory)
+
+    @staticmethod
+    def key(description: Mapping[str, Any]) -> str:
+        blob = json.dumps(description, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def _path(self, key: str) -> pathlib.Path:
+        return self.directory / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> list[str] | None:
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            return list(json.loads(path.read_text("utf-8"))["texts"])
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning("ignoring unreadable cache file %s", path)
+            return None
+
+    def put(self, key: str, description: Mapping[str, Any], texts: Sequence[str]) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({**description, "texts": list(texts)}, f, ensure_ascii=False)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            pathlib.Path(tmp).unlink(missing_ok=True)
+            raise
+
+
 class HFBackend:
     """A local transformers model directory (seq2seq or causal LM), batched on torch.
 
@@ -119,10 +162,15 @@ class HFBackend:
     inside `torch.random.fork_rng`, so results depend on `seed` and the batch's
     instructions only (not on how many batches came before: a caller that streams
     chunks does not reuse seeds), and the caller's global torch RNG state is left as it was.
+    With `cache_dir`, each (batch, mode)'s outputs are kept (`ResponseCache`), keyed by
+    everything they depend on (the model directory's files by name, size and mtime, device,
+    dtype, seed, input cut, mode, the batch's instructions, torch and transformers versions):
+    a data build stopped after hours of sampling resumes where it was.
     """
 
     def __init__(self, model_dir: str | os.PathLike, batch_size: int = 8, device: str = "cpu", seed: int = 0,
-                 *, max_input_tokens: int = REFERENCE_MAX_INPUT_TOKENS, dtype: str | None = None) -> None:
+                 *, max_input_tokens: int = REFERENCE_MAX_INPUT_TOKENS, dtype: str | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> None:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -145,6 +193,10 @@ class HFBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if not self.is_seq2seq:
             self.tokenizer.padding_side = "left"
+        self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
+        self._described = {"backend": "hf", "model": _dir_fingerprint(self.model_dir), "device": self.device.type,
+                           "dtype": str(self.model.dtype), "seed": seed, "max_input_tokens": max_input_tokens,
+                           "versions": {"torch": torch.__version__, "transformers": _transformers_version()}}
 
     def __repr__(self) -> str:
         kind = "seq2seq" if self.is_seq2seq else "causal"
@@ -164,17 +216,24 @@ class HFBackend:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         for idx in _batches(len(instructions), self.batch_size):
             batch_texts = [instructions[i] for i in idx]
-            enc = self._encode(batch_texts)
-            prompt_len = enc["input_ids"].shape[1]
+            enc = None
             for m, mode in enumerate(recipe):
-                kwargs = dict(mode.kwargs)
-                with torch.random.fork_rng(devices=devices), torch.inference_mode():
-                    torch.manual_seed(_derive_seed(self.seed, batch_texts, m))
-                    seqs = self.model.generate(**enc, **kwargs, num_return_sequences=mode.num_return,
-                                               pad_token_id=self.tokenizer.pad_token_id)
-                if not self.is_seq2seq:
-                    seqs = seqs[:, prompt_len:]
-                texts = self.tokenizer.batch_decode(seqs, skip_special_tokens=True)
+                described = {**self._described, "prompts": batch_texts, "mode_index": m,
+                             "mode": {"name": mode.name, "num_return": mode.num_return, "kwargs": dict(mode.kwargs)}}
+                key = ResponseCache.key(described)
+                texts = self.cache.get(key) if self.cache else None
+                if texts is None:
+                    if enc is None:
+                        enc = self._encode(batch_texts)
+                    with torch.random.fork_rng(devices=devices), torch.inference_mode():
+                        torch.manual_seed(_derive_seed(self.seed, batch_texts, m))
+                        seqs = self.model.generate(**enc, **dict(mode.kwargs), num_return_sequences=mode.num_return,
+                                                   pad_token_id=self.tokenizer.pad_token_id)
+                    if not self.is_seq2seq:
+                        seqs = seqs[:, enc["input_ids"].shape[1]:]
+                    texts = self.tokenizer.batch_decode(seqs, skip_special_tokens=True)
+                    if self.cache:
+                        self.cache.put(key, described, texts)
                 for k, i in enumerate(idx):
                     out[i].extend((mode.name, t.strip())
                                   for t in texts[k * mode.num_return:(k + 1) * mode.num_return])
@@ -245,6 +304,18 @@ class HFBackend:
         # prompt) is not scored; the returned mean divides by the tokens actually scored.
         lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         return lp, score[:, 1:]
+
+
+def _dir_fingerprint(directory: str) -> list[tuple[str, int, int]]:
+    """A model directory's files by (name, size, mtime): new weights in place mean new cache keys."""
+    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(pathlib.Path(directory).iterdir()) if p.is_file()]
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
 
 
 def _derive_seed(*parts: Any) -> int:
@@ -326,7 +397,7 @@ class OpenAIBackend:
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.timeout = timeout
-        self.cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else None
+        self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self.seed = seed
         self.max_input_tokens = max_input_tokens
         self.backoff_base = backoff_base
@@ -388,7 +459,7 @@ class OpenAIBackend:
         results: dict[str, list[str]] = {}
         todo = []
         for key, body in jobs.items():
-            cached = self._cache_read(key)
+            cached = self.cache.get(key) if self.cache else None
             if cached is None:
                 todo.append(key)
             else:
@@ -422,15 +493,15 @@ class OpenAIBackend:
                             other.cancel()
                     errors.append(e)
                     continue
-                self._cache_write(key, jobs[key], texts)
+                if self.cache:
+                    self.cache.put(key, {"url": self.url, "body": jobs[key]}, texts)
                 results[key] = texts
         if errors:
             raise errors[0]
 
     def cache_key(self, body: Mapping[str, Any]) -> str:
         """sha256 of the endpoint URL and the request body (never the key)."""
-        blob = json.dumps({"url": self.url, "body": body}, sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return ResponseCache.key({"url": self.url, "body": body})
 
     def _fetch(self, body: Mapping[str, Any]) -> list[str]:
         """POST with retries; the texts of the choices in index order."""
@@ -489,38 +560,6 @@ class OpenAIBackend:
     def _mask(self, text: str) -> str:
         key = self._key.value
         return text.replace(key, "***") if key else text
-
-    # -- cache -------------------------------------------------------------------------------
-
-    def _cache_path(self, key: str) -> pathlib.Path | None:
-        return self.cache_dir / key[:2] / f"{key}.json" if self.cache_dir is not None else None
-
-    def _cache_read(self, key: str) -> list[str] | None:
-        path = self._cache_path(key)
-        if path is None or not path.exists():
-            return None
-        try:
-            return list(json.loads(path.read_text("utf-8"))["texts"])
-        except (OSError, ValueError, KeyError, TypeError):
-            logger.warning("ignoring unreadable cache file %s", path)
-            return None
-
-    def _cache_write(self, key: str, body: Mapping[str, Any], texts: list[str]) -> None:
-        path = self._cache_path(key)
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"url": self.url, "body": body, "texts": texts}, f, ensure_ascii=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            pathlib.Path(tmp).unlink(missing_ok=True)
-            raise
-
 
 def _parse_retry_after(value: str | None) -> float | None:
     try:

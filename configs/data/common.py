@@ -30,7 +30,8 @@ def llm() -> dict[str, Any]:
         recipe="reference",            # llm.REFERENCE_RECIPE: beam-4 + 4 x 4 samples = 17 responses
         hf=dict(model_dir="", batch_size=8, device="cpu", max_input_tokens=512,
                 seed=0,                    # sampling seed (results depend on it only)
-                dtype=""),                 # "" = the checkpoint's dtype; e.g. "bfloat16" on a GPU
+                dtype="",                  # "" = the checkpoint's dtype; e.g. "bfloat16" on a GPU
+                cache_dir=""),             # "" = no cache; else each batch's samples kept there: a re-run resumes
         openai=dict(base_url="", model="", api_key_env="OPENAI_API_KEY", chat=False, max_concurrency=8,
                     cache_dir="",          # "" = None for make_backend (no on-disk cache)
                     seed=0,                # sent with every request (servers that honour it repeat)
