@@ -99,12 +99,9 @@ def run_demo(workdir: str, *, variant: str = "default", fresh: bool = False) -> 
     data_cfg.dir = str(demo_data.bigbench_dir())
     data_cfg.output.scorer_dir = str(init_dir)
     data_dir = work / "data"
-    fingerprint = data_cfg.to_dict()
+    fingerprint = build.what_shards_depend_on(data_cfg.to_dict())
     fingerprint["dir"] = "package"  # the same data wherever the package is installed
     fingerprint["output"]["scorer_dir"] = "init_scorer"
-    del fingerprint["beam"]  # how Beam runs the build: the same shards on any runner
-    del fingerprint["output"]["spill_mb"]  # how much a build worker buffers: the same shards
-    del fingerprint["output"]["task_buckets"]  # how examples reach their task where tasks span units: the same shards
     fingerprint = json.loads(json.dumps(fingerprint))
     done = stages.finished("data", fingerprint) and (data_dir / build.MANIFEST).exists()
     _stage(2, f"BIG-bench shards ({len(data_cfg.tasks)} training tasks, {len(data_cfg.heldout_tasks)} held out) "

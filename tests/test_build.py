@@ -343,3 +343,16 @@ def test_cli_builds_bigbench_tasks(tmp_path, minilm_dir):
                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr[-3000:]
     assert "python -m cappy_jax.data.fetch bigbench --dest" in missing.stderr  # what to run about it
+
+
+def test_what_shards_depend_on_leaves_out_only_how_a_build_runs():
+    from configs.data import bigbench, demo, t0
+
+    for config in (bigbench.get_config("default"), t0.get_config("train"), jsonl_config.get_config("a.jsonl"),
+                   demo.get_config("default")):
+        cfg = config.to_dict()
+        kept = build.what_shards_depend_on(cfg)
+        assert "beam" not in kept and {"spill_mb", "task_buckets"}.isdisjoint(kept["output"])
+        assert "cache_dir" not in kept["llm"]["hf"] and "cache_dir" not in kept["llm"]["openai"]
+        assert kept["output"]["seed"] == cfg["output"]["seed"] and kept["candidates"] == cfg["candidates"]
+        assert "beam" in cfg and "spill_mb" in cfg["output"]  # the config itself is left as it was

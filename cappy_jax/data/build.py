@@ -31,6 +31,7 @@ shards a different shard count left behind, so nothing is lost or doubled.
 from __future__ import annotations
 
 import collections
+import copy
 import hashlib
 import json
 import logging
@@ -485,6 +486,23 @@ def build(config: Any, output: str, *, pipeline_options: Sequence[str] = ()) -> 
     tf.io.gfile.rmtree(spill_dir)  # what retried bundles spilled, if any
     with tf.io.gfile.GFile(os.path.join(output, MANIFEST)) as f:
         return json.load(f)
+
+
+# Knobs of a data config that change how a build runs, not the shards it writes.
+HOW_NOT_WHAT = (("beam",), ("output", "spill_mb"), ("output", "task_buckets"), ("llm", "hf", "cache_dir"),
+                ("llm", "openai", "cache_dir"))
+
+
+def what_shards_depend_on(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A data config (plain dict) without `HOW_NOT_WHAT`: what decides whether shards built before still hold
+    (the demo's stage fingerprint)."""
+    out = copy.deepcopy(dict(cfg))
+    for *parents, name in HOW_NOT_WHAT:
+        node = out
+        for key in parents:
+            node = node[key]
+        del node[name]
+    return out
 
 
 def beam_options(defaults: Mapping[str, Any], command_line: Sequence[str] = ()) -> list[str]:
