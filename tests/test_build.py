@@ -356,3 +356,19 @@ def test_what_shards_depend_on_leaves_out_only_how_a_build_runs():
         assert "cache_dir" not in kept["llm"]["hf"] and "cache_dir" not in kept["llm"]["openai"]
         assert kept["output"]["seed"] == cfg["output"]["seed"] and kept["candidates"] == cfg["candidates"]
         assert "beam" in cfg and "spill_mb" in cfg["output"]  # the config itself is left as it was
+
+
+def test_spill_files_are_read_once_and_a_second_read_says_to_rerun(tmp_path):
+    spill = build._Spill(str(tmp_path), limit_bytes=10)
+    spill.add(("train", 1), ("a", 1), 6)
+    assert not spill.full()
+    spill.add(("train", 1), ("b", 2), 6)
+    spill.add(("tasks", 0), ("c", 3), 1)
+    assert spill.full()
+    written = [value.value for value in spill.finish()]
+    assert [key for key, _ in written] == [("tasks", 0), ("train", 1)] and not spill.buffers
+    paths = [path for _, path in written]
+    assert list(build._read_spill(paths)) == [("c", 3), ("a", 1), ("b", 2)]
+    assert not list(tmp_path.iterdir())  # gone once read: the disk holds an item about once
+    with pytest.raises(FileNotFoundError, match="re-run the build"):
+        list(build._read_spill(paths))

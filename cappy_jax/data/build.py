@@ -225,8 +225,12 @@ def _read_spill(paths: Sequence[str]) -> Iterator[Any]:
     about once; should a runner retry the reading step after that, it fails, and a re-run of the build
     rewrites every shard."""
     for path in paths:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            items = pickle.load(f)
+        try:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                items = pickle.load(f)
+        except tf.errors.NotFoundError:
+            raise FileNotFoundError(f"spill file {path} is gone: the runner retried a step that had read it "
+                                    "already; re-run the build, which starts from the sources again") from None
         tf.io.gfile.remove(path)
         yield from items
 
