@@ -276,7 +276,7 @@ class _Stop:
 
     def _handle(self, signum: int, frame: Any) -> None:
         del signum, frame
-        log.warning("SIGTERM: saving a checkpoint at the next step and stopping")
+        log.warning("SIGTERM: saving a checkpoint at the next step (or evaluation batch) and stopping")
         self.requested = True
 
     def __exit__(self, *exc: Any) -> None:
@@ -344,12 +344,14 @@ def _pipelines(config: Any, mcfg: model_lib.ModelConfig, mesh: jax.sharding.Mesh
 
 
 def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: tuple[list[str], list[str]],
-             config: Any, mesh: jax.sharding.Mesh) -> dict[str, Any]:
+             config: Any, mesh: jax.sharding.Mesh, stop: _Stop | None = None) -> dict[str, Any] | None:
     """Scores the whole eval split (no pair lost) and computes the regression and selection metrics.
 
     `eval_files` is (all files, this host's files). Each host scores its own files; hosts step
     together (a host whose stream has ended feeds empty rows until every host's has), and the
-    scores are gathered so that every host computes the same metrics over the whole split.
+    scores are gathered so that every host computes the same metrics over the whole split. A
+    preemption notice (`stop`) on any host abandons the pass at the next batch on every host: None,
+    so the step is saved at once (a whole split can take longer than a VM's notice).
     """
     from jax.experimental import multihost_utils
 
@@ -357,7 +359,7 @@ def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: tuple[l
     from cappy_jax.data import shards
 
     all_files, own_files = eval_files
-    per_file = [shards.read_records([f]) for f in all_files]
+    per_file = [shards.read_records([f], fields=("label", "task", "group_id")) for f in all_files]
     offsets = dict(zip(all_files, np.cumsum([0] + [len(r["label"]) for r in per_file])[:-1].tolist()))
     records = {k: (np.concatenate([r[k] for r in per_file]) if k in ("label", "length")
                    else [x for r in per_file for x in r[k]]) for k in per_file[0]}
@@ -372,9 +374,15 @@ def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: tuple[l
     stream, i = iter(stream), 0
     while not (config.data.eval_max_batches and i >= config.data.eval_max_batches):
         batch = next(stream, None)
-        finished = batch is None
+        finished, stopped = batch is None, bool(stop and stop.requested)
         if hosts > 1:
-            finished = bool(np.all(multihost_utils.process_allgather(np.array(finished))))
+            flags = np.asarray(multihost_utils.process_allgather(np.array([finished, stopped])))
+            finished, stopped = bool(flags[:, 0].all()), bool(flags[:, 1].any())
+        if stopped:
+            if progress is not None:
+                progress.close()
+            log.warning("preemption notice: evaluation abandoned after %d batches", i)
+            return None
         if finished:
             break
         if batch is None:  # this host is done, others are not: empty rows keep the collectives in step
@@ -490,8 +498,10 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
                      force=True)
         prune_data_state(workdir_path, keep={at, *manager.all_steps()}, readers=train_iter.readers)
 
-    def run_eval(at: int) -> dict[str, float]:
-        result = evaluate(setup, state.params, make_eval, eval_files, config, mesh)
+    def run_eval(at: int, stop: _Stop) -> dict[str, float] | None:
+        result = evaluate(setup, state.params, make_eval, eval_files, config, mesh, stop)
+        if result is None:
+            return None
         flat = _flatten("eval", result)
         writer.write(at, flat)
         mean = result["mean_over_tasks"]
@@ -530,12 +540,14 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
                      train_metrics["train/steps_per_s"], tps, mfu_text, eta)
             t_window, tokens_window, steps_window = time.time(), 0, 0
 
-    if fresh_start and config.eval_every:
-        last.update({f"initial_{k}": v for k, v in run_eval(0).items()})
     steps_this_run = 0
     pending: tuple[int, Mapping[str, jax.Array]] | None = None  # the last dispatched step, not yet read
     with _Stop() as stop:
-        while step < num_steps:
+        initial = run_eval(0, stop) if fresh_start and config.eval_every else {}
+        if initial is None:  # every host abandoned it together (`evaluate`): nothing trained, nothing to save
+            log.warning("stopping before the first step after a preemption notice; re-run the command to start")
+        last.update({f"initial_{k}": v for k, v in (initial or {}).items()})
+        while step < num_steps and initial is not None:
             if config.profile_start and step == config.profile_start and lead:
                 jax.profiler.start_trace(str(workdir_path / "profile"))
                 profiling = True
@@ -564,7 +576,9 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
             if ends_trace:
                 jax.profiler.stop_trace()
                 profiling = False
-            eval_metrics = run_eval(step) if eval_now else None
+            eval_metrics = run_eval(step, stop) if eval_now else None
+            if eval_now and eval_metrics is None:  # a preemption notice came during the evaluation
+                save_now = preempted = True
             if eval_metrics:
                 last.update(eval_metrics)
             if save_now:

@@ -174,6 +174,45 @@ def test_sigterm_leaves_a_restorable_checkpoint(data_dir, tmp_path):
     assert any((workdir / "xla_cache").iterdir()), "the compiled step was not kept for the restart"
 
 
+def test_a_preemption_notice_during_evaluation_saves_the_step_without_waiting_for_the_pass(data_dir, tmp_path,
+                                                                                         monkeypatch):
+    # A whole validation split can take longer than a VM's notice (BIG-bench's: hours on a CPU), so SIGTERM
+    # abandons the pass at the next batch, saves the step, and a re-run resumes there.
+    from cappy_jax import cli
+
+    passes, notice_in = [], {2}
+    real_init, real_call = cli.Progress.__init__, cli.Progress.__call__
+
+    def counting_init(self, total, what="pairs", **kw):
+        if what == "eval pairs":
+            passes.append(0)
+        real_init(self, total, what, **kw)
+
+    def notice(self, n):
+        if self.what == "eval pairs":
+            passes[-1] += 1
+            if len(passes) in notice_in and passes[-1] == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+        real_call(self, n)
+
+    monkeypatch.setattr(cli.Progress, "__init__", counting_init)
+    monkeypatch.setattr(cli.Progress, "__call__", notice)
+    config = tiny_config(data_dir, num_steps=4, log_every=1, eval_every=2, checkpoint_every=100)
+    out = train.train_and_evaluate(config, str(tmp_path / "w"))
+    assert out["steps"] == 2 and passes == [passes[0], 1] and passes[0] > 2  # the step-2 pass: one batch
+    assert checkpoint.training_steps(tmp_path / "w") == [2]
+    rows = [json.loads(line) for line in open(tmp_path / "w" / "metrics.jsonl")]
+    assert sorted(r["step"] for r in rows if "eval/mean_over_tasks/pearson" in r) == [0]
+    notice_in.clear()
+    assert train.train_and_evaluate(config, str(tmp_path / "w"))["steps"] == 4
+    assert sorted(losses(tmp_path / "w")) == [1, 2, 3, 4]
+
+    passes.clear()
+    notice_in.add(1)  # during the first evaluation, before any step: nothing to save
+    assert train.train_and_evaluate(config, str(tmp_path / "first"))["steps"] == 0
+    assert checkpoint.training_steps(tmp_path / "first") == []
+
+
 def test_compilation_cache_path():
     from cappy_jax.cli import compilation_cache_path
 

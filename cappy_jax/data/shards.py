@@ -78,21 +78,41 @@ def shard_files(data_dir: str, split: str) -> list[str]:
     return files
 
 
-def read_records(files: Sequence[str]) -> dict[str, Any]:
-    """Every record's label, length and texts in file order (what the pipeline's `pair_index` points at).
+RECORD_FIELDS = ("label", "length", *TEXT_FIELDS)
+_PARSE_BATCH = 4096  # records parsed at a time: one parse call a batch, not a Python step a record
+
+
+def read_records(files: Sequence[str], fields: Sequence[str] = RECORD_FIELDS) -> dict[str, Any]:
+    """Every record's `fields` (label, length, texts) in file order (what the pipeline's `pair_index` points
+    at). Training's evaluation reads only label, task and group_id: the texts of a big validation split
+    (BIG-bench's, 403k pairs) cost more time and memory than all the rest.
 
     A corrupt or truncated shard raises an error naming the file.
     """
-    out: dict[str, list] = {k: [] for k in ("label", "length", *TEXT_FIELDS)}
+    unknown = set(fields) - set(RECORD_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown record fields {sorted(unknown)}; choose from {RECORD_FIELDS}")
+    spec = {k: FEATURES[k] for k in fields if k != "length"}
+    if "length" in fields:
+        spec["input_ids"] = FEATURES["input_ids"]
+
+    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(serialized, spec)
+        if "length" in fields:
+            parsed["length"] = parsed.pop("input_ids").row_lengths()
+        return parsed
+
+    out: dict[str, list] = {k: [] for k in fields}
+    done = 0
     for path in files:
-        ds = tf.data.TFRecordDataset([path]).map(lambda s: tf.io.parse_single_example(s, FEATURES))
+        ds = tf.data.TFRecordDataset([path]).batch(_PARSE_BATCH).map(parse)
         try:
-            for ex in ds.as_numpy_iterator():
-                out["label"].append(float(ex["label"]))
-                out["length"].append(len(ex["input_ids"]))
-                for k in TEXT_FIELDS:
-                    out[k].append(ex[k].decode("utf-8"))
+            for batch in ds.as_numpy_iterator():
+                for k in fields:
+                    out[k].extend(batch[k].tolist() if k in ("label", "length")
+                                  else (v.decode("utf-8") for v in batch[k]))
+                done += len(batch[fields[0]])
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            raise ValueError(f"{path} is unreadable after {len(out['label'])} records in all "
+            raise ValueError(f"{path} is unreadable after {done} records in all "
                              f"({type(e).__name__}: {e.message.splitlines()[0]}); rebuild the shards") from e
     return {k: np.asarray(v) if k in ("label", "length") else v for k, v in out.items()}
