@@ -195,9 +195,9 @@ def stream_candidates(examples: Sequence[Example], *, settings: CandidateSetting
 
     `sampler` (instead of `samples`): called with each chunk's generation examples (classification examples
     take no samples), in order, just before their candidates are made, so a task's LLM samples are held a
-    chunk at a time too. The samples then come from
-    fixed chunks of the task's examples, whatever runs the build (an LLM backend's output may depend on which
-    instructions share a batch: `llm.HFBackend` seeds each batch)."""
+    chunk at a time too. The samples then come from fixed chunks of the task's examples, whatever runs the
+    build (an LLM backend's output may depend on which instructions share a batch: `llm.HFBackend` seeds
+    each batch)."""
     if samples is not None and sampler is not None:
         raise ValueError("pass samples or a sampler, not both")
     if not examples:

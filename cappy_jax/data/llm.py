@@ -16,10 +16,10 @@ Backends:
   torch; also `log_likelihood` for self-scoring baselines.
 - `OpenAIBackend`: any OpenAI-compatible HTTP server (vLLM, TGI, llama.cpp,
   hosted APIs), standard library only, with bounded concurrency and retries.
-Both keep their answers in an on-disk `ResponseCache` when given `cache_dir`,
-so a stopped data build resumes where it was.
 - `NullBackend` ('none'): no LLM samples.
-`make_backend(config)` builds one from a plain dict.
+`make_backend(config)` builds one from a plain dict. Given `cache_dir`, the HF and
+OpenAI backends keep their answers in an on-disk `ResponseCache`, so a stopped
+data build resumes where it was.
 """
 
 from __future__ import annotations
