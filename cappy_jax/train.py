@@ -330,7 +330,8 @@ def _pipelines(config: Any, mcfg: model_lib.ModelConfig, mesh: jax.sharding.Mesh
                                  pipeline.PipelineConfig(
                                      rows=rows // readers, max_len=data.max_len, max_segments=data.max_segments,
                                      open_rows=data.open_rows, shuffle_buffer=data.shuffle_buffer,
-                                     seed=int(config.seed)), pad_id=tok.pad_token_id, accum=accum)
+                                     autotune=bool(data.autotune), seed=int(config.seed)),
+                                 pad_id=tok.pad_token_id, accum=accum)
     all_eval_files = shards.shard_files(data.dir, data.eval_split)
     # With fewer eval files than hosts some hosts score none and feed empty rows (see `evaluate`).
     eval_files = pipeline.host_files(all_eval_files, index, hosts, allow_empty=True)
@@ -472,7 +473,10 @@ def train_and_evaluate(config: Any, workdir: str, *, stop_after: int | None = No
             raise SetupError(f"the checkpoint at step {latest} in {workdir_path / 'checkpoints'} does not match "
                              "this config's model or optimizer (changed optim.clip_norm, the model, ...?); "
                              f"resume with the config it was written with or use a new workdir. Orbax: {e}") from e
-        train_iter.restore(lambda r: data_state_prefix(workdir_path, latest, r))
+        try:
+            train_iter.restore(lambda r: data_state_prefix(workdir_path, latest, r))
+        except ValueError as e:
+            raise SetupError(f"cannot resume the data readers at step {latest}: {e}") from e
         log.info("resumed from step %d", latest)
     else:
         state = initial_state(config, setup)

@@ -62,6 +62,8 @@ def get_config(variant: str = "large") -> "ml_collections.ConfigDict":
                                        # dividing it resumes the run; each reader's position is saved)
             open_rows=8,               # rows the packer fills at once
             shuffle_buffer=10_000,
+            autotune=False,            # tf.data autotuning of the readers: same rate here, and without it a
+                                       # run's end never waits up to a minute to delete them (BENCHMARKS.md)
             eval_rows=v["global_rows"],  # rows per evaluation batch, all hosts together
             eval_max_batches=0,        # 0 = the whole eval split
         ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -61,6 +63,32 @@ def test_eval_stream_holds_every_pair_once_and_pads_the_last_batch(tmp_path):
             assert b["labels"][r, s] == pytest.approx(meta["label"][i])
     assert batches[-1]["label_mask"][-1].sum() == 0, "last batch padded with empty rows"
     assert pipeline.packing_efficiency(batches[:-1]) > 0.8
+
+
+def test_streams_are_autotuned_only_when_training_asks(tmp_path):
+    # Deleting an autotuned iterator can stall for up to a minute; training deletes its evaluation
+    # stream after every pass (mid-pass on a preemption notice, before it saves).
+    write_fake_shards(tmp_path)
+    files = shards.shard_files(str(tmp_path), "train")
+    tuned = {(repeat, autotune): pipeline.make_dataset(files, pipeline.PipelineConfig(
+        rows=4, max_len=64, repeat=repeat, autotune=autotune), pad_id=1).options().autotune.enabled
+        for repeat in (True, False) for autotune in (True, False)}
+    assert tuned == {(True, True): None, (True, False): False, (False, True): False, (False, False): False}
+
+
+def test_state_of_another_pipeline_is_refused_with_what_to_set(tmp_path):
+    write_fake_shards(tmp_path)
+    files = shards.shard_files(str(tmp_path), "train")
+    config = pipeline.PipelineConfig(rows=4, max_len=64, max_segments=4, shuffle_buffer=30, autotune=True)
+    a = pipeline.InputPipeline(files, config, pad_id=1)
+    next(a)
+    a.save(str(tmp_path / "iter" / "state"))
+    b = pipeline.InputPipeline(files, dataclasses.replace(config, autotune=False), pad_id=1)
+    with pytest.raises(ValueError, match="--config.data.autotune=True"):
+        b.restore(str(tmp_path / "iter" / "state"))
+    c = pipeline.InputPipeline(files, config, pad_id=1)
+    c.restore(str(tmp_path / "iter" / "state"))
+    np.testing.assert_array_equal(next(c)["input_ids"], next(a)["input_ids"])
 
 
 def test_training_stream_covers_an_epoch_without_duplicates(tmp_path):

@@ -11,7 +11,8 @@ tf.data graph, batch, prefetch. Packing is a `Dataset.scan` over `open_rows`
 open rows (first fit; when nothing fits, the fullest row is emitted), so the
 whole pipeline, shuffle buffer and half-filled rows included, is a tf.data
 iterator that `tf.train.Checkpoint` saves and restores: training resumes on
-exactly the next batch.
+exactly the next batch. Streams are not autotuned unless asked (`_without_autotune`): deleting
+one is then instant.
 
 Evaluation streams (`repeat=False`) lose nothing: the open rows are flushed at
 the end and the last batch is padded with empty rows (`label_mask` 0).
@@ -41,6 +42,7 @@ class PipelineConfig:
     repeat: bool = True       # training streams repeat (epochs reshuffled); evaluation streams end
     seed: int = 0
     prefetch: int = 2
+    autotune: bool = False    # tf.data autotuning of a training stream (never an evaluation stream's)
     record_shard: tuple[int, int] = (1, 0)  # (count, index): keep every count-th record from index
 
     def __post_init__(self) -> None:
@@ -187,7 +189,21 @@ def make_dataset(files: Sequence[str], config: PipelineConfig, *, pad_id: int) -
     ds = ds.batch(config.rows, drop_remainder=config.repeat)
     if not config.repeat:
         ds = ds.map(lambda b: _pad_rows(b, config.rows, pad_id))
-    return ds.prefetch(config.prefetch)
+    ds = ds.prefetch(config.prefetch)
+    return ds if config.repeat and config.autotune else ds.with_options(_without_autotune())
+
+
+def _without_autotune() -> tf.data.Options:
+    """Streams run without tf.data's autotuning by default, because deleting an autotuned iterator
+    can stall for up to a minute: it waits for its tuning thread, which now and then takes that long
+    to end (TF 2.21, measured with and without signals). Training deletes its evaluation stream after
+    every pass (mid-pass on a preemption notice, just before the checkpoint must be written) and its
+    readers when it ends. Without it each parallel step runs min(16, cores) calls, and a stream is as fast: the
+    packing scan, which no knob parallelizes, bounds it (BENCHMARKS.md, "Deleting a tf.data iterator").
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def _pad_rows(batch: dict[str, tf.Tensor], rows: int, pad_id: int) -> dict[str, tf.Tensor]:
@@ -224,7 +240,14 @@ class InputPipeline:
         self._checkpoint.write(path)
 
     def restore(self, path: str) -> None:
-        self._checkpoint.read(path).assert_consumed()
+        try:
+            self._checkpoint.read(path).assert_consumed()
+        except tf.errors.NotFoundError as e:  # TF names the saved iterator's layout: it differs from this one's
+            raise ValueError(
+                f"the data state {path} was saved by another pipeline: its max_len, max_segments, "
+                f"open_rows, shuffle_buffer and autotune must be the ones of the run that wrote it (now "
+                f"{self.config}); runs saved before data.autotune existed (2026-11-28) resume with "
+                "--config.data.autotune=True") from e
 
 
 class ReaderGroup:
