@@ -125,6 +125,27 @@ def test_iterator_resumes_on_exactly_the_next_batch(tmp_path):
             np.testing.assert_array_equal(got[k], want[k])
 
 
+def test_reader_group_resumes_every_reader_and_names_a_bad_state(tmp_path):
+    write_fake_shards(tmp_path, num_shards=4, per_shard=60)
+    files = shards.shard_files(str(tmp_path), "train")
+    config = pipeline.PipelineConfig(rows=2, max_len=64, max_segments=4, shuffle_buffer=20, seed=5)
+    prefix = lambda r: str(tmp_path / "state" / f"reader_{r}")
+    a = pipeline.ReaderGroup(files, range(4), 4, config, pad_id=1)
+    for _ in range(3):
+        next(a)
+    a.save(prefix)  # the readers write side by side
+    expected = [next(a) for _ in range(4)]
+    b = pipeline.ReaderGroup(files, range(4), 4, config, pad_id=1)
+    b.restore(prefix)
+    for want in expected:
+        got = next(b)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+    other = pipeline.ReaderGroup(files, range(4), 4, dataclasses.replace(config, autotune=True), pad_id=1)
+    with pytest.raises(ValueError, match="saved by another pipeline"):
+        other.restore(prefix)
+
+
 @pytest.mark.parametrize("hosts", [2, 4])
 def test_hosts_read_disjoint_shards(tmp_path, hosts):
     write_fake_shards(tmp_path, num_shards=8, per_shard=10)

@@ -22,6 +22,7 @@ stream, so evaluation can join scores with `shards.read_records` of the same fil
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 
@@ -283,13 +284,17 @@ class ReaderGroup:
             -1, *parts[0][k].shape[1:]) for k in parts[0]}
 
     def save(self, prefix: Callable[[int], str]) -> None:
-        """Each reader's state under `prefix(reader)`."""
-        for r, s in zip(self.readers, self._streams):
-            s.save(prefix(r))
+        """Each reader's state under `prefix(reader)`, all at once: a preemption notice leaves seconds,
+        and 16 readers' shuffle buffers took 3.0 s one after another, 2.0 s side by side on 2 cores."""
+        self._each(lambda r, s: s.save(prefix(r)))
 
     def restore(self, prefix: Callable[[int], str]) -> None:
-        for r, s in zip(self.readers, self._streams):
-            s.restore(prefix(r))
+        self._each(lambda r, s: s.restore(prefix(r)))
+
+    def _each(self, fn: Callable[[int, InputPipeline], None]) -> None:
+        with concurrent.futures.ThreadPoolExecutor(max(len(self.readers), 1)) as pool:
+            for done in [pool.submit(fn, r, s) for r, s in zip(self.readers, self._streams)]:
+                done.result()  # a reader's error, raised here
 
 
 def packing_efficiency(batches: Sequence[dict[str, np.ndarray]]) -> float:
