@@ -362,7 +362,7 @@ def evaluate(setup: Setup, params: Any, make_eval: Callable, eval_files: tuple[l
     all_files, own_files = eval_files
     per_file = [shards.read_records([f], fields=("label", "task", "group_id")) for f in all_files]
     offsets = dict(zip(all_files, np.cumsum([0] + [len(r["label"]) for r in per_file])[:-1].tolist()))
-    records = {k: (np.concatenate([r[k] for r in per_file]) if k in ("label", "length")
+    records = {k: (np.concatenate([r[k] for r in per_file]) if k == "label"
                    else [x for r in per_file for x in r[k]]) for k in per_file[0]}
     # This host's stream indexes the concatenation of its own files: map that to the global order.
     local_to_global = np.concatenate([np.zeros(0, np.int64)] + [

@@ -103,7 +103,6 @@ def read_records(files: Sequence[str], fields: Sequence[str] = RECORD_FIELDS) ->
         return parsed
 
     out: dict[str, list] = {k: [] for k in fields}
-    done = 0
     for path in files:
         ds = tf.data.TFRecordDataset([path]).batch(_PARSE_BATCH).map(parse)
         try:
@@ -111,8 +110,7 @@ def read_records(files: Sequence[str], fields: Sequence[str] = RECORD_FIELDS) ->
                 for k in fields:
                     out[k].extend(batch[k].tolist() if k in ("label", "length")
                                   else (v.decode("utf-8") for v in batch[k]))
-                done += len(batch[fields[0]])
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            raise ValueError(f"{path} is unreadable after {done} records in all "
+            raise ValueError(f"{path} is unreadable after {len(out[fields[0]])} records in all "
                              f"({type(e).__name__}: {e.message.splitlines()[0]}); rebuild the shards") from e
     return {k: np.asarray(v) if k in ("label", "length") else v for k, v in out.items()}
