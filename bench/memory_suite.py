@@ -7,15 +7,16 @@ For each batch size (rows of 512 tokens per device) and `remat` off/on, the real
 analysis gives its footprint per device: arguments (parameters, optimizer state, batch) +
 outputs + temporaries - donated aliases (the four compile at once, in threads). On an
 accelerator the step also runs once and the device's own `peak_bytes_in_use` is reported. A row `largest` per remat setting gives the biggest
-batch whose estimate fits the device's `bytes_limit` (the straight line through the two measured
-sizes, checked by compiling it and one row more; doubling and bisection where the line misses).
+batch whose estimate fits the device's `bytes_limit` (`largest_fitting`: where the line through known
+sizes meets the limit, checked by compiling it and its neighbour; each size compiled once).
 A CPU has no limit: no `largest` rows there. Needs neither TensorFlow nor ml_collections.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -74,39 +75,61 @@ def bytes_limit(device: jax.Device) -> int | None:
     return (device.memory_stats() or {}).get("bytes_limit")
 
 
-def largest_fitting(fits: Any, start: int, guess: int | None = None, known: int = 0) -> int:
-    """Biggest n >= 1 with fits(n), for a monotone `fits`; `known` is a size known to fit. Pure.
+def largest_fitting(size: Callable[[int], int], limit: int, measured: dict[int, int], start: int) -> int:
+    """Biggest n >= 1 with size(n) < limit, for a size that grows with n (0 when 1 does not fit); `measured`
+    holds sizes already known. Pure but for `size`.
 
-    Each probe is a compilation (tens of seconds for roberta-large), so a `guess` (the linear
-    fit of two measured sizes) is tried first with its neighbour: two probes when it is right.
-    Otherwise doubling from `start`, then bisection.
+    Each size is a compilation (tens of seconds for roberta-large on a GPU), and a step's memory grows
+    almost linearly with its rows: the next probe is where the line through two known sizes meets the
+    limit (between the nearest sizes either side once both are known), then its neighbour, which settles
+    a right guess in two compilations. A bisection step after a line that did not halve the interval,
+    doubling where the known sizes do not rise.
     """
-    lo, hi = known, None  # fits(lo) (or lo == 0); fits(hi) is false
-    if guess is not None and guess >= max(lo, 1):
-        if guess == lo or fits(guess):
-            if not fits(guess + 1):
-                return guess
-            lo = guess + 1
-        else:
-            hi = guess
-    if hi is None:
-        probe = max(2 * lo, start, 1)
-        while fits(probe):
-            lo, probe = probe, 2 * probe
-        hi = probe
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
+    sizes = dict(measured)
+
+    def fits(n: int) -> bool:
+        if n not in sizes:
+            sizes[n] = size(n)
+        return sizes[n] < limit
+
+    width = None
+    while True:
+        lo = max((n for n, s in sizes.items() if s < limit), default=0)
+        hi = min((n for n, s in sizes.items() if s >= limit), default=None)
+        if hi is not None and hi - lo <= 1:
+            return lo
+        # A line that did not halve the interval (a curve, a kink where the compiler recomputes): bisect once.
+        bisect = hi is not None and width is not None and 2 * (hi - lo) > width
+        width = None if hi is None else hi - lo
+        if bisect:
+            fits((lo + hi) // 2)
+            continue
+        guess = _line_guess(sizes, lo, hi, limit, start)
+        guess = max(lo + 1, guess if hi is None else min(guess, hi - 1))
+        if fits(guess):
+            if hi is None or guess + 1 < hi:
+                fits(guess + 1)
+        elif guess - 1 > lo:
+            fits(guess - 1)
 
 
-def linear_guess(sizes: dict[int, int], limit: int) -> int | None:
-    """Rows per device at which the straight line through two (rows, bytes) points reaches `limit`. Pure."""
-    (a, ea), (b, eb) = sorted(sizes.items())[:2]
-    per_row = (eb - ea) / (b - a)
+def _line_guess(sizes: dict[int, int], lo: int, hi: int | None, limit: int, start: int) -> int:
+    """Where the line through the sizes nearest the limit reaches it: the fitting `lo` and failing `hi`
+    when both are known, else two on the known side (at most 16x the largest fitting). Pure."""
+    if lo and hi is not None:
+        a, b = lo, hi
+    else:
+        side = sorted(n for n in sizes if (sizes[n] < limit) == (hi is None))
+        if len(side) < 2:
+            return max(2 * lo, start) if hi is None else hi // 2
+        # The slope nearest the limit, over a span wide enough that XLA's row-to-row jitter does not rule it.
+        a, b = (max([n for n in side if n <= side[-1] * 3 // 4] or side[:1]), side[-1]) if hi is None else side[:2]
+    per_row = (sizes[b] - sizes[a]) / (b - a)
     if per_row <= 0:
-        return None
-    return max(1, int((limit - ea) / per_row) + a)
+        return max(2 * lo, start) if hi is None else (lo + hi) // 2
+    base = b if sizes[b] < limit else a
+    guess = base + math.floor((limit - sizes[base]) / per_row)
+    return guess if hi is not None else min(guess, 16 * max(lo, 1))
 
 
 def measure(case: str, attention: str | None = None) -> Iterator[dict[str, Any]]:
@@ -124,6 +147,14 @@ def measure(case: str, attention: str | None = None) -> Iterator[dict[str, Any]]
     # Compilations are independent and mostly host work: all at once (each is tens of seconds on a GPU).
     with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
         estimates = list(pool.map(lambda job: estimate(setups[job[0]], mesh, job[1], seq_len), jobs))
+    # Every size is compiled once: the search below probes the largest size before it reports it.
+    known = dict(zip(jobs, estimates))
+
+    def sized(remat: bool, rows: int) -> dict[str, int]:
+        if (remat, rows) not in known:
+            known[remat, rows] = estimate(setups[remat], mesh, rows, seq_len)
+        return known[remat, rows]
+
     records = [_record(case, devices, setups[remat].model.config, rows, seq_len, est, batch=str(rows))
                for (remat, rows), est in zip(jobs, estimates)]
     if limit:
@@ -150,12 +181,10 @@ def measure(case: str, attention: str | None = None) -> Iterator[dict[str, Any]]
         return
     for remat, setup in setups.items():
         sizes = {r["rows_per_device"]: r["estimate"] for r in records if r["remat"] == remat}
-        largest = largest_fitting(lambda n: estimate(setup, mesh, n, seq_len)["estimate"] < limit, BATCHES[-1],
-                                  guess=linear_guess(sizes, limit),
-                                  known=max((n for n, e in sizes.items() if e < limit), default=0))
+        largest = largest_fitting(lambda n: sized(remat, n)["estimate"], limit, sizes, BATCHES[-1])
         if largest:
-            yield _record(case, devices, setup.model.config, largest, seq_len,
-                          estimate(setup, mesh, largest, seq_len), batch="largest")
+            yield _record(case, devices, setup.model.config, largest, seq_len, sized(remat, largest),
+                          batch="largest")
 
 
 def _record(case: str, devices: list, mcfg: model_lib.ModelConfig, rows: int, seq_len: int,
