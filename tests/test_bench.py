@@ -507,7 +507,6 @@ def test_largest_fitting_finds_the_boundary_in_few_compilations():
     assert len(probes) <= 5, probes
 
 
-
 def test_profile_reduced_attributes_the_step_to_its_parts(tmp_path):
     records = bench_run.main(["--suite", "profile", "--cases", "tiny", "--steps", "2", "--warmup", "1",
                               "--no-markdown", "--output", str(tmp_path / "r.jsonl")])
