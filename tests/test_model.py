@@ -278,7 +278,8 @@ def test_ragged_attention_layout_stands_for_the_segment_mask():
 
 def test_ragged_attention_lowers_for_cuda_without_a_bias(monkeypatch):
     """Lowered for CUDA on this CPU (cuDNN's version checks stubbed): the ragged call carries segment
-    starts and lengths and no bias; the dense `cudnn` call reads a bias and returns its unused gradient."""
+    starts and lengths and no bias; the dense `cudnn` call reads a bias (and before jax 0.11 returns its
+    unused gradient)."""
     import re
 
     from jax import export
@@ -317,7 +318,10 @@ def test_ragged_attention_lowers_for_cuda_without_a_bias(monkeypatch):
     dense = lowered("cudnn", 4)
     assert len(dense) == 2 * (base.num_layers - 1)
     assert {k for k, _, _ in dense} == {"fmhaScaleBiasSoftmax", "fmhaScaleBiasSoftmaxBackward"}
-    assert all("x1x64x64x" in out for k, _, out in dense if k.endswith("Backward"))
+    # jax 0.10's wrapper also returns the mask's [B, 1, L, L] bias gradient, which nothing reads; jax 0.11
+    # (the lent GPUs') skips it for a boolean mask (run under 0.11.2 by tests/newer_jax.sh).
+    wasted = jax.__version_info__ < (0, 11)
+    assert all(("x1x64x64x" in out) == wasted for k, _, out in dense if k.endswith("Backward"))
 
 
 @pytest.mark.parametrize("scan_layers", [False, True])

@@ -141,7 +141,8 @@ def test_task_kind(bb_root, tmp_path):
 def test_malformed_json_names_the_file(tmp_path):
     path = tmp_path / "broken" / "task.json"
     path.parent.mkdir()
-    path.write_text('{"name": "broken", "examples": [\n  {"input": "x", "target": "y"},\n]}')
+    # A missing comma: Python 3.11 and 3.13 place it alike (a trailing comma they place differently).
+    path.write_text('{"name": "broken", "examples": [\n  {"input": "x", "target": "y"}\n  {"input": "z"}\n]}')
     with pytest.raises(bb.BigBenchError, match=r"broken/task.json: malformed JSON at line 3"):
         list(bb.read_task(path.parent))
     with pytest.raises(bb.BigBenchError, match="malformed JSON"):  # skip_bad is for examples, not files
