@@ -19,7 +19,8 @@
 # train-real runs packed and pad512 only: each shape of the train step compiles for about a minute
 # on an H100 (BENCHMARKS.md), and our dynamic-padding recipe would add three; hf_baseline's dynamic
 # row stays. train-shape times `large` (TRAIN_SHAPE_CASES=large,large-scan adds the scanned layers).
-# A suite stopped by its time share still writes what it measured (bench/run.py).
+# A suite stopped by its time share or an error (hf_baseline failing, say) still writes what it measured
+# (bench/run.py).
 # After each suite BENCHMARKS.md, bench/results.jsonl and the log are copied to OUTDIR, so a run cut
 # short still returns what it measured. Compilations are cached on disk (JAX_COMPILATION_CACHE_DIR),
 # so the same step compiles once (train-real's pad512 and train-shape; memory's estimate and its

@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             kwargs[name] = value
     records: list[dict[str, Any]] = []
     cut_short = None
+    error: Exception | None = None
     previous = signal.signal(signal.SIGTERM, _stop)
     try:  # each measurement is written as it comes, so a run stopped at a time limit keeps what it measured
         for m in module.run(steps=args.steps, warmup=args.warmup, cases=cases, **kwargs):
@@ -136,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             records.append(record)
     except (Stopped, KeyboardInterrupt) as e:
         cut_short = f"{type(e).__name__} after {len(records)} measurement(s)"
+    except Exception as e:  # e.g. hf_baseline failing after our rows: they are a lent GPU's minutes, keep them
+        error = e
+        first = (str(e).splitlines() or [""])[0][:200]
+        cut_short = f"{type(e).__name__} after {len(records)} measurement(s): {first}"
     finally:
         signal.signal(signal.SIGTERM, previous)
     note = getattr(module, "NOTE", "")
@@ -150,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if busy:
         print(f"warning: other processes used over 10% of the cores while timing {busy}; "
               "those figures are disturbed (see the `other load` column)", file=sys.stderr)
+    if error is not None:
+        raise error
     if cut_short:
         raise SystemExit(f"suite {suite.name} was cut short ({cut_short}); what it measured is written")
     return records

@@ -618,6 +618,21 @@ def test_a_stopped_suite_writes_what_it_measured(tmp_path, monkeypatch):
     assert signal_lib.getsignal(signal_lib.SIGTERM) is not bench_run._stop  # the handler is put back
 
 
+def test_a_failing_baseline_keeps_our_measurement_in_the_table(tmp_path):
+    """hf_baseline failing (torch.compile, say) after our step was timed: our row still lands in the JSON
+    lines and the table, the table says why it stops there, and the error still ends the run."""
+    fake = tmp_path / "hf_baseline.py"
+    fake.write_text("import sys\nprint('Traceback: inductor failed', file=sys.stderr)\nsys.exit(1)\n")
+    out, md = tmp_path / "r.jsonl", tmp_path / "B.md"
+    with pytest.raises(RuntimeError, match="inductor failed"):
+        bench_run.main(["--suite", "train-shape", "--cases", "tiny", "--steps", "1", "--warmup", "0",
+                        "--baseline", str(fake), "--attention", "xla", "--output", str(out), "--markdown", str(md)])
+    (ours,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert ours["impl"] == "cappy_jax" and report.is_finite_positive(ours["tokens_per_s"])
+    table = md.read_text()
+    assert "cut short (RuntimeError after 1 measurement(s):" in table and "| tiny |" in table
+
+
 def test_make_lengths_writes_real_pair_lengths_and_their_padding_ceiling(tmp_path):
     from bench import make_lengths
 
