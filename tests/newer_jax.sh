@@ -33,8 +33,11 @@ bind() {  # bind SOURCE TARGET-inside-root, undone on exit
   mkdir -p "$root$2"
   mountpoint -q "$root$2" || { mount --bind "$1" "$root$2" && mounted=("$root$2" "${mounted[@]}"); }
 }
-cleanup() { for m in "${mounted[@]}"; do umount "$m" || true; done; }
+cleanup() { for m in "${mounted[@]}"; do umount "$m" || true; done; mounted=(); }
+# This checkout is bound into ROOT while this runs: a killed run can leave it there, so check `mount |
+# grep ROOT` (and umount) before removing ROOT, or `rm -r` would reach the checkout.
 trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
 bind /proc /proc
 bind /sys /sys   # libtpu counts CPUs there
 bind /dev /dev
