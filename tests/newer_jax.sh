@@ -55,7 +55,7 @@ fi
 inside() { chroot "$root" env -u PIP_FIND_LINKS PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin HOME=/root bash -c "$1"; }
 if [[ ! -x $root/opt/venv/bin/python ]] || ! inside "python -c 'import jax; assert jax.__version__ == \"$version\"'" 2>/dev/null; then
   echo "== a venv with jax $version and cappy_jax's requirements (pip; the first time several minutes)"
-  inside "python3 -m venv /opt/venv && pip install -q setuptools wheel && pip install -q jax==$version jaxlib==$version"
+  inside "python3 -m venv /opt/venv && pip install -q setuptools wheel"
   # setup.py's own requirements: install_requires, the test extra, torch without its 3.11-only pin.
   inside "cd /tmp && rm -rf egg && mkdir egg && cp /repo/setup.py egg/ && cd egg && python setup.py -q egg_info >/dev/null \
     && awk '/^\[/ {section=\$0; next} NF && (section == \"\" || section == \"[test]\")' *.egg-info/requires.txt \
