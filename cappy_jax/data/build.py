@@ -144,12 +144,13 @@ class _SpillTasks(beam.DoFn):
     def start_bundle(self) -> None:
         self.spill = _Spill(self.spill_dir, self.spill_bytes)
 
-    def process(self, item: tuple[str, tuple[bool, records.Example]]) -> None:
+    def process(self, item: tuple[str, tuple[bool, records.Example]]) -> Iterable[Any]:
         task, (_, ex) = item
         size = len(ex.instruction) + sum(map(len, ex.references)) + sum(map(len, ex.choices)) + _RECORD_OVERHEAD
         self.spill.add(("tasks", _hash("task bucket", task) % self.buckets), item, size)
         if self.spill.full():
             self.spill.flush()
+        return ()  # its output comes from finish_bundle; Beam 2.78 refuses a process hinted to return None
 
     def finish_bundle(self) -> Iterator[Any]:
         yield from self.spill.finish()
